@@ -1,0 +1,1 @@
+"""Context Graph runtime: config, database, services, jobs, HTTP app and CLI."""

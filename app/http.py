@@ -1,0 +1,335 @@
+"""The Starlette app: GraphQL at /graphql (HTTP and graphql-transport-ws), health, metrics.
+
+Requests to /graphql pass the `Gate` first (request id, body limit, CSRF, authentication, rate
+limit), then the Strawberry view, which speaks GraphQL over HTTP to the letter: it negotiates
+`application/graphql-response+json` (4xx for request errors) or `application/json` (200).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types import ExecutionResult
+
+from app import ratelimit
+from app.config import Settings
+from app.db.engine import Database
+from app.security import Vault
+from app.services import auth
+from app.services.errors import ServiceError
+from schema import schema
+from schema.context import Context, Services
+
+log = logging.getLogger("ctxgraph.http")
+
+JSON = "application/json"
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+PREFLIGHT_HEADERS = (b"graphql-require-preflight", b"apollo-require-preflight", b"x-apollo-operation-name")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+REQUESTS = Counter("ctxgraph_http_requests_total", "GraphQL HTTP requests", ["status"])
+LATENCY = Histogram("ctxgraph_http_request_seconds", "GraphQL HTTP request latency")
+STATUS_OF = {"UNAUTHENTICATED": 401, "FORBIDDEN": 403, "RATE_LIMITED": 429, "BAD_USER_INPUT": 400}
+
+
+def negotiate(accept: str | None) -> str | None:
+    """The response media type for an Accept header; None when neither JSON type is acceptable.
+
+    No Accept header means application/json (legacy clients); on equal preference the
+    GraphQL response type wins, as the GraphQL-over-HTTP spec asks.
+    """
+    if not accept:
+        return JSON
+    best: tuple[float, int, str] | None = None
+    for part in accept.split(","):
+        media, _, params = part.strip().partition(";")
+        media = media.strip().lower()
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        for candidate, rank in ((GRAPHQL_RESPONSE, 1), (JSON, 0)):
+            if media in (candidate, "*/*", "application/*") and q > 0:
+                exact = media == candidate
+                key = (q, rank + (2 if exact else 0), candidate)
+                if best is None or key[:2] > best[:2]:
+                    best = key
+    return best[2] if best else None
+
+
+def error_body(message: str, code: str, **extra: Any) -> dict[str, Any]:
+    return {"errors": [{"message": message, "extensions": {"code": code, **extra}}]}
+
+
+def error_response(status: int, message: str, code: str, media: str | None, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(error_body(message, code)), status_code=status, media_type=media or JSON, headers=dict(headers or {})
+    )
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class Gate:
+    """Everything a GraphQL HTTP request must pass before the schema sees it."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/graphql":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request = Request(scope)
+        request_id = request.headers.get("x-request-id", "")
+        if not REQUEST_ID.match(request_id):
+            request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status_seen = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status_seen
+            if message["type"] == "http.response.start":
+                status_seen = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            refusal = await self._check(request, scope)
+            if refusal is not None:
+                await refusal(scope, receive, send_with_id)
+                return
+            await self.app(scope, self._limited(receive, self._body_limit(request)), send_with_id)
+        except BodyTooLarge:
+            media = negotiate(request.headers.get("accept"))
+            await error_response(413, "Request body too large", "BAD_USER_INPUT", media)(scope, receive, send_with_id)
+        finally:
+            REQUESTS.labels(str(status_seen)).inc()
+            LATENCY.observe(time.perf_counter() - started)
+
+    def _body_limit(self, request: Request) -> int:
+        multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
+        return self.settings.max_upload_bytes if multipart else self.settings.max_body_bytes
+
+    @staticmethod
+    def _limited(receive: Receive, limit: int) -> Receive:
+        seen = 0
+
+        async def wrapped() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge
+            return message
+
+        return wrapped
+
+    async def _check(self, request: Request, scope: Scope) -> Response | None:
+        headers = request.headers
+        accept = headers.get("accept")
+        media = negotiate(accept)
+        wants_ide = request.method == "GET" and "text/html" in (accept or "")
+        if media is None and not wants_ide:
+            return error_response(406, "Accept application/graphql-response+json or application/json", "BAD_USER_INPUT", JSON)
+        if request.method == "POST":
+            content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+            preflighted = any(h in (k for k, _ in scope["headers"]) for h in PREFLIGHT_HEADERS)
+            if content_type == "multipart/form-data" and not preflighted:
+                return error_response(
+                    400, "Multipart requests need a GraphQL-Require-Preflight header", "BAD_USER_INPUT", media
+                )
+            if content_type not in (JSON, "multipart/form-data"):
+                return error_response(415, "Content-Type must be application/json", "BAD_USER_INPUT", media)
+        length = headers.get("content-length")
+        if length and length.isdigit() and int(length) > self._body_limit(request):
+            return error_response(413, "Request body too large", "BAD_USER_INPUT", media)
+
+        services: Services = scope["app"].state.services
+        try:
+            principal = await auth.authenticate(
+                services.db, self.settings, authorization=headers.get("authorization"),
+                api_key=headers.get("x-api-key"), workspace=headers.get("x-workspace-id"),
+            )
+        except ServiceError as exc:
+            return error_response(STATUS_OF.get(exc.code, 400), exc.message, exc.code, media)
+        scope["state"]["principal"] = principal
+
+        client = request.client.host if request.client else "unknown"
+        identity = principal.rate_key or f"ip:{client}"
+        retry_after = await ratelimit.hit(services.redis, identity, self.settings.rate_limit_per_minute)
+        if retry_after is not None:
+            return error_response(
+                429, f"Rate limit of {self.settings.rate_limit_per_minute} requests a minute exceeded",
+                "RATE_LIMITED", media, {"Retry-After": str(retry_after)},
+            )
+        return None
+
+
+class GraphQLView(GraphQL):
+    def __init__(self, services: Services) -> None:
+        settings = services.settings
+        super().__init__(
+            schema,
+            graphql_ide="graphiql" if settings.graphiql else None,
+            allow_queries_via_get=True,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            multipart_uploads_enabled=True,
+            max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
+            allowed_origins=settings.allowed_origins,
+        )
+        self.services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response = await self.run(request)
+        except Exception as exc:  # strawberry's HTTPException, raised for malformed requests
+            status = getattr(exc, "status_code", None)
+            if status is None:
+                raise
+            media = negotiate(request.headers.get("accept"))
+            headers = {"Allow": "POST"} if status == 405 else None
+            response = error_response(status, getattr(exc, "reason", str(exc)), "BAD_USER_INPUT", media, headers)
+        await response(scope, receive, send)
+
+    async def execute_single(self, request: Any, request_adapter: Any, *args: Any, **kwargs: Any) -> ExecutionResult:
+        try:
+            return await super().execute_single(request, request_adapter, *args, **kwargs)
+        except Exception as exc:
+            if isinstance(exc.__cause__, InvalidOperationTypeError) and request_adapter.method == "GET":
+                from cross_web import HTTPException
+
+                raise HTTPException(405, "Only queries can be sent with GET; use POST") from exc
+            raise
+
+    async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:  # type: ignore[override]
+        state = request.scope.get("state", {})
+        return Context(
+            services=self.services, request=request, response=response,
+            principal=state.get("principal") or auth.Principal(),
+            request_id=state.get("request_id") or uuid.uuid4().hex,
+        )
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        sub_response = await super().get_sub_response(request)
+        sub_response.media_type = negotiate(request.headers.get("accept")) or JSON
+        request.scope.setdefault("state", {})["sub_response"] = sub_response
+        return sub_response
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        """A request error (nothing executed: syntax, validation, variables, limits) has no
+        `data`, and, as application/graphql-response+json, a 4xx status."""
+        body: GraphQLHTTPResponse = await super().process_result(request, result)
+        errors = result.errors or []
+        if result.data is None and errors and all(e.path is None for e in errors):
+            body.pop("data", None)
+            sub_response = request.scope["state"]["sub_response"]
+            if sub_response.media_type == GRAPHQL_RESPONSE:
+                codes = {(e.extensions or {}).get("code") for e in errors}
+                sub_response.status_code = next((STATUS_OF[c] for c in codes if c in STATUS_OF), 400)
+        return body
+
+    def create_response(self, response_data: Any, sub_response: Response) -> Response:
+        response = super().create_response(response_data, sub_response)
+        response.headers["content-type"] = f"{sub_response.media_type}; charset=utf-8"
+        return response
+
+    async def on_ws_connect(self, context: Context) -> Any:  # type: ignore[override]
+        """Authenticates the socket from connection_init's payload: authorization, apiKey, workspaceId."""
+        params = context.connection_params if isinstance(context.connection_params, dict) else {}
+        authorization, api_key = params.get("authorization"), params.get("apiKey")
+        if not authorization and not api_key:
+            raise ConnectionRejectionError({"message": "connection_init must carry authorization or apiKey"})
+        try:
+            context.principal = await auth.authenticate(
+                self.services.db, self.services.settings, authorization=authorization, api_key=api_key,
+                workspace=params.get("workspaceId"),
+            )
+        except ServiceError as exc:
+            raise ConnectionRejectionError({"message": exc.message, "code": exc.code}) from exc
+        return None
+
+
+async def healthz(_: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    services: Services = request.app.state.services
+    checks: dict[str, str] = {}
+    for name, probe in (("postgres", services.db.ping), ("redis", services.redis.ping)):
+        try:
+            await probe()
+            checks[name] = "ok"
+        except Exception as exc:  # noqa: BLE001 - readiness reports any failure
+            checks[name] = f"unavailable: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ok" if ready else "unavailable", **checks}, status_code=200 if ready else 503)
+
+
+async def metrics(_: Request) -> Response:
+    return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The app for `settings`; connections open on first use and close at shutdown."""
+    settings = settings.with_secrets()
+    services = Services(
+        settings=settings, db=Database(settings), redis=Redis.from_url(settings.redis_url or ""),
+        vault=Vault(settings.encryption_key or ""),
+    )
+    view = GraphQLView(services)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await services.redis.aclose()
+            await services.db.dispose()
+
+    app = Starlette(
+        routes=[
+            Route("/graphql", view, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", view),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.add_middleware(Gate, settings=settings)
+    return app

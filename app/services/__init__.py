@@ -1,0 +1,6 @@
+"""Domain services: the rules and the SQL, one module per domain. They know nothing of GraphQL.
+
+Each function takes an `AsyncSession` (scoped to the caller's workspace, see `app.db.engine`)
+and the caller's `Principal`; expected failures raise `Invalid` (mutation userErrors), the rest
+raise the other `ServiceError`s, which the API maps to GraphQL error codes.
+"""

@@ -1,0 +1,289 @@
+"""Identity: sign-up, login, rotating refresh tokens, request authentication, API keys.
+
+Look-ups that come before the workspace is known run in a system session; everything else in
+the caller's tenant session like any other domain.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, null, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import security
+from app.config import Settings
+from app.db.engine import Database
+from app.db.models import ApiKey, Member, RefreshToken, User, Workspace
+from app.services import ids
+from app.services.access import ALL_SCOPES, ROLE_SCOPES, WILDCARD, Principal, covers
+from app.services.errors import Forbidden, Invalid, Problem, Unauthenticated, not_found
+from app.services.pagination import Page, PageArgs, SortKey, paginate
+from app.services.validation import check_email, check_text, normalise_email, problems
+from app.services.workspaces import new_workspace
+
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
+API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Session:
+    """What signUp, login and refreshToken hand back."""
+
+    user: User
+    access_token: str
+    refresh_token: str
+    expires_at: datetime
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _issue(s: AsyncSession, settings: Settings, user: User, family_id: uuid.UUID) -> Session:
+    assert settings.jwt_secret
+    access, expires = security.issue_access_token(settings.jwt_secret, user.id, settings.access_token_ttl)
+    refresh = security.new_refresh_token()
+    s.add(
+        RefreshToken(
+            user_id=user.id,
+            family_id=family_id,
+            token_hash=security.sha256(refresh),
+            expires_at=_now() + timedelta(seconds=settings.refresh_token_ttl),
+        )
+    )
+    return Session(user=user, access_token=access, refresh_token=refresh, expires_at=expires)
+
+
+async def _activate_invitations(s: AsyncSession, user_id: uuid.UUID) -> None:
+    await s.execute(update(Member).where(Member.user_id == user_id, Member.status == "INVITED").values(status="ACTIVE"))
+
+
+async def sign_up(db: Database, settings: Settings, *, email: str, password: str, name: str | None, workspace_name: str) -> Session:
+    email = normalise_email(email)
+    found = problems(
+        check_email(email, ("input", "email")),
+        None if MIN_PASSWORD <= len(password) <= MAX_PASSWORD else Problem(
+            f"password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters", "INVALID", ("input", "password")
+        ),
+        check_text(name, ("input", "name"), required=False),
+        check_text(workspace_name, ("input", "workspaceName")),
+    )
+    if found:
+        raise Invalid(*found)
+    async with db.system() as s, s.begin():
+        user = await s.scalar(select(User).where(User.email == email).with_for_update())
+        if user is not None and user.password_hash is not None:
+            raise Invalid(Problem("An account with this email already exists", "DUPLICATE", ("input", "email")))
+        if user is None:  # else: an invited user claims the account made for them
+            user = User(email=email)
+            s.add(user)
+        user.name = name.strip() if name else user.name
+        user.password_hash = security.hash_password(password)
+        await s.flush()
+        await new_workspace(s, user.id, workspace_name.strip())
+        await _activate_invitations(s, user.id)
+        return await _issue(s, settings, user, uuid.uuid4())
+
+
+async def login(db: Database, settings: Settings, *, email: str, password: str) -> Session:
+    async with db.system() as s, s.begin():
+        user = await s.scalar(select(User).where(User.email == normalise_email(email)))
+        if not security.verify_password(user.password_hash if user else None, password) or user is None:
+            raise Invalid(Problem("Invalid email or password", "INVALID", ("input",)))
+        await _activate_invitations(s, user.id)
+        return await _issue(s, settings, user, uuid.uuid4())
+
+
+async def refresh(db: Database, settings: Settings, token: str) -> Session:
+    """Single use: a spent token presented again revokes every token of its family."""
+    rejected = Invalid(Problem("Invalid or expired refresh token", "INVALID", ("refreshToken",)))
+    async with db.system() as s:
+        async with s.begin():
+            row = await s.scalar(
+                select(RefreshToken).where(RefreshToken.token_hash == security.sha256(token)).with_for_update()
+            )
+            if row is None or row.revoked_at is not None or row.expires_at <= _now():
+                raise rejected
+            if row.used_at is not None:
+                await s.execute(
+                    update(RefreshToken)
+                    .where(RefreshToken.family_id == row.family_id, RefreshToken.revoked_at.is_(None))
+                    .values(revoked_at=func.now())
+                )
+                reused = True
+            else:
+                row.used_at = _now()
+                user = await s.get_one(User, row.user_id)
+                reused = False
+                issued = await _issue(s, settings, user, row.family_id)
+        if reused:  # committed above: the revocation must stick though the call fails
+            raise rejected
+        return issued
+
+
+def _parse_workspace_header(value: str | None) -> uuid.UUID | None:
+    if not value:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        found = ids.decode_as(value, "Workspace")
+        if found is None:
+            raise Forbidden("Unknown workspace") from None
+        return found
+
+
+async def authenticate(
+    db: Database, settings: Settings, *, authorization: str | None, api_key: str | None, workspace: str | None
+) -> Principal:
+    """The principal of a request's credentials; anonymous without any. Bad ones raise."""
+    workspace_id = _parse_workspace_header(workspace)
+    if api_key:
+        return await _authenticate_key(db, api_key, workspace_id)
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("Authorization must be 'Bearer <access token>'")
+        if token.startswith(security.API_KEY_PREFIX):
+            return await _authenticate_key(db, token, workspace_id)
+        assert settings.jwt_secret
+        user_id = security.read_access_token(settings.jwt_secret, token.strip())
+        if user_id is None:
+            raise Unauthenticated("Invalid or expired access token")
+        return await _authenticate_user(db, user_id, workspace_id)
+    return Principal()
+
+
+async def _authenticate_user(db: Database, user_id: uuid.UUID, workspace_id: uuid.UUID | None) -> Principal:
+    query = select(Member.id, Member.workspace_id, Member.role).where(
+        Member.user_id == user_id, Member.status == "ACTIVE"
+    )
+    if workspace_id is not None:
+        query = query.where(Member.workspace_id == workspace_id)
+    async with db.system() as s:
+        rows = (await s.execute(query.limit(2))).all()
+    if workspace_id is not None and not rows:
+        raise Forbidden("Unknown workspace")
+    if len(rows) != 1:  # none, or several and no header to choose: user-level requests only
+        return Principal(user_id=user_id)
+    member_id, ws, role = rows[0]
+    return Principal(user_id=user_id, workspace_id=ws, member_id=member_id, role=role, scopes=ROLE_SCOPES[role])
+
+
+async def _authenticate_key(db: Database, secret: str, workspace_id: uuid.UUID | None) -> Principal:
+    async with db.system() as s, s.begin():
+        key = await s.scalar(select(ApiKey).where(ApiKey.key_hash == security.sha256(secret.strip())))
+        now = _now()
+        if key is None or key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
+            raise Unauthenticated("Invalid, revoked or expired API key")
+        if workspace_id is not None and workspace_id != key.workspace_id:
+            raise Forbidden("Unknown workspace")
+        if key.last_used_at is None or now - key.last_used_at > API_KEY_TOUCH_INTERVAL:
+            key.last_used_at = now  # kept to the minute: no write on every request
+    return Principal(api_key_id=key.id, workspace_id=key.workspace_id, scopes=frozenset(key.scopes))
+
+
+async def viewer_workspaces(db: Database, p: Principal) -> list[tuple[Workspace, str | None]]:
+    """Every workspace the principal may select, with the role in it: a user's active
+    memberships, an API key's own workspace (no role)."""
+    async with db.system() as s:
+        if p.user_id is not None:
+            query = (
+                select(Workspace, Member.role)
+                .join(Member, Member.workspace_id == Workspace.id)
+                .where(Member.user_id == p.user_id, Member.status == "ACTIVE")
+                .order_by(Workspace.created_at, Workspace.id)
+            )
+        elif p.workspace_id is not None:
+            query = select(Workspace, null()).where(Workspace.id == p.workspace_id)
+        else:
+            return []
+        return [(w, role) for w, role in (await s.execute(query)).all()]
+
+
+# ---------------------------------------------------------------- API keys
+
+ADMIN = "workspace:admin"
+API_KEY_ORDER = [SortKey(ApiKey.created_at, lambda k: k.created_at), SortKey(ApiKey.id, lambda k: k.id)]
+
+
+def _check_scopes(p: Principal, scopes: list[str]) -> list[Problem]:
+    unknown = sorted(set(scopes) - ALL_SCOPES - {WILDCARD})
+    if unknown:
+        return [Problem(f"Unknown scopes: {', '.join(unknown)}", "INVALID", ("input", "scopes"))]
+    if not scopes:
+        return [Problem("At least one scope is required", "REQUIRED", ("input", "scopes"))]
+    if not covers(p.scopes, set(scopes)):
+        return [Problem("A key cannot have scopes its creator lacks", "FORBIDDEN", ("input", "scopes"))]
+    return []
+
+
+async def list_api_keys(s: AsyncSession, p: Principal, args: PageArgs) -> Page[ApiKey]:
+    ws = p.require(ADMIN)
+    return await paginate(s, select(ApiKey).where(ApiKey.workspace_id == ws), API_KEY_ORDER, args)
+
+
+async def create_api_key(
+    s: AsyncSession, p: Principal, *, name: str, scopes: list[str], expires_at: datetime | None
+) -> tuple[ApiKey, str]:
+    ws = p.require(ADMIN)
+    found = problems(check_text(name, ("input", "name"))) + _check_scopes(p, scopes)
+    if expires_at is not None and expires_at <= _now():
+        found.append(Problem("expiresAt must be in the future", "INVALID", ("input", "expiresAt")))
+    if found:
+        raise Invalid(*found)
+    secret, prefix = security.new_api_key()
+    key = ApiKey(
+        workspace_id=ws, name=name.strip(), prefix=prefix, key_hash=security.sha256(secret),
+        scopes=sorted(set(scopes)), created_by_id=p.member_id, expires_at=expires_at,
+    )
+    s.add(key)
+    await s.flush()
+    return key, secret
+
+
+async def _get_key(s: AsyncSession, ws: uuid.UUID, key_id: uuid.UUID | None) -> ApiKey:
+    key = await s.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.workspace_id == ws)) if key_id else None
+    if key is None:
+        raise not_found("API key")
+    return key
+
+
+async def rotate_api_key(s: AsyncSession, p: Principal, key_id: uuid.UUID | None) -> tuple[ApiKey, str]:
+    """A new secret for the same key; the old one stops working at once."""
+    key = await _get_key(s, p.require(ADMIN), key_id)
+    if key.revoked_at is not None:
+        raise Invalid(Problem("A revoked key cannot be rotated", "CONFLICT", ("id",)))
+    if not covers(p.scopes, set(key.scopes)):
+        raise Invalid(Problem("A key cannot have scopes its rotator lacks", "FORBIDDEN", ("id",)))
+    secret, key.prefix = security.new_api_key()
+    key.key_hash = security.sha256(secret)
+    await s.flush()
+    return key, secret
+
+
+async def revoke_api_key(s: AsyncSession, p: Principal, key_id: uuid.UUID | None) -> ApiKey:
+    key = await _get_key(s, p.require(ADMIN), key_id)
+    if key.revoked_at is None:
+        key.revoked_at = _now()
+        await s.flush()
+    return key
+
+
+
+async def api_keys_by_id(s: AsyncSession, p: Principal, key_ids: list[uuid.UUID]) -> dict[uuid.UUID, ApiKey]:
+    """A key sees itself; other keys need workspace:admin."""
+    ws = p.require_workspace()
+    if not p.can(ADMIN):
+        key_ids = [k for k in key_ids if k == p.api_key_id]
+    rows = await s.scalars(select(ApiKey).where(ApiKey.workspace_id == ws, ApiKey.id.in_(key_ids)))
+    return {k.id: k for k in rows}
+
+
+async def user(db: Database, user_id: uuid.UUID) -> User:
+    async with db.system() as s:
+        return await s.get_one(User, user_id)

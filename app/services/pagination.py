@@ -1,0 +1,169 @@
+"""Keyset pagination over any SELECT: Relay's first/after/last/before in SQL.
+
+The cursor holds the row's sort-key values (ties broken by id), so a page starts strictly after
+the previous one's last row: inserts and deletes never repeat or skip a row across pages. The
+total count is a separate statement, run only when a client asks for it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.services.errors import BadInput
+
+T = TypeVar("T")
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class PageArgs:
+    first: int | None = None
+    after: str | None = None
+    last: int | None = None
+    before: str | None = None
+
+    @property
+    def backward(self) -> bool:
+        return self.last is not None or (self.before is not None and self.first is None)
+
+    @property
+    def size(self) -> int:
+        """The page size, once the arguments are known to make sense."""
+        if self.first is not None and self.last is not None:
+            raise BadInput("Pass either first or last, not both")
+        for name, value in (("first", self.first), ("last", self.last)):
+            if value is not None and not 0 <= value <= MAX_PAGE_SIZE:
+                raise BadInput(f"{name} must be between 0 and {MAX_PAGE_SIZE}, got {value}")
+        size = self.last if self.backward else self.first
+        return DEFAULT_PAGE_SIZE if size is None else size
+
+
+@dataclass(frozen=True)
+class SortKey:
+    """One ORDER BY term; `value` reads it back from a result row for the cursor."""
+
+    expr: ColumnElement[Any]
+    value: Callable[[Any], Any]
+    descending: bool = False
+    nullable: bool = False
+
+
+@dataclass
+class Page(Generic[T]):
+    items: list[T]
+    cursors: list[str]
+    has_next_page: bool
+    has_previous_page: bool
+    count: Callable[[], Awaitable[int]]
+
+    @property
+    def start_cursor(self) -> str | None:
+        return self.cursors[0] if self.cursors else None
+
+    @property
+    def end_cursor(self) -> str | None:
+        return self.cursors[-1] if self.cursors else None
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return {"dt": value.isoformat()}
+    if isinstance(value, uuid.UUID):
+        return {"id": str(value)}
+    return value
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "dt" in value:
+            return datetime.fromisoformat(value["dt"])
+        if "id" in value:
+            return uuid.UUID(value["id"])
+        raise ValueError("unknown cursor value")
+    return value
+
+
+def encode_cursor(values: Sequence[Any]) -> str:
+    raw = json.dumps([_to_json(v) for v in values], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, width: int) -> list[Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = [_from_json(v) for v in json.loads(base64.urlsafe_b64decode(padded.encode()))]
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise BadInput("Invalid cursor") from exc
+    if len(values) != width:
+        raise BadInput("Invalid cursor: it belongs to another ordering")
+    return values
+
+
+def _beyond(key: SortKey, value: Any, descending: bool) -> ColumnElement[bool]:
+    """Rows strictly after `value` in this key's order (NULLs sort as the largest value)."""
+    if value is None:  # only NULLs come after NULL in ascending order, none in descending
+        return key.expr.is_not(None) if descending else false()
+    after = key.expr < value if descending else key.expr > value
+    return after if descending or not key.nullable else or_(after, key.expr.is_(None))
+
+
+def _equal(key: SortKey, value: Any) -> ColumnElement[bool]:
+    return key.expr.is_(None) if value is None else key.expr == value
+
+
+def after_condition(keys: Sequence[SortKey], values: Sequence[Any], reverse: bool = False) -> ColumnElement[bool]:
+    """(k1 > v1) OR (k1 = v1 AND k2 > v2) OR ..., each key in its own direction."""
+    terms = []
+    for i, key in enumerate(keys):
+        prefix = [_equal(k, v) for k, v in zip(keys[:i], values[:i], strict=True)]
+        terms.append(and_(*prefix, _beyond(key, values[i], key.descending != reverse)))
+    return or_(*terms)
+
+
+def _order(keys: Sequence[SortKey], reverse: bool) -> list[Any]:
+    out = []
+    for key in keys:
+        descending = key.descending != reverse
+        term = key.expr.desc() if descending else key.expr.asc()
+        out.append(term.nulls_first() if descending else term.nulls_last())
+    return out
+
+
+async def paginate(session: AsyncSession, stmt: Select[Any], keys: Sequence[SortKey], args: PageArgs) -> Page[Any]:
+    """One page of `stmt`'s single-entity rows, in `keys` order (the last key must be unique)."""
+    size = args.size
+    backward = args.backward
+    query = stmt
+    if args.after is not None:
+        query = query.where(after_condition(keys, decode_cursor(args.after, len(keys))))
+    if args.before is not None:
+        query = query.where(after_condition(keys, decode_cursor(args.before, len(keys)), reverse=True))
+    query = query.order_by(*_order(keys, reverse=backward)).limit(size + 1)
+
+    rows = list((await session.scalars(query)).all()) if size else []
+    more = len(rows) > size
+    rows = rows[:size]
+    if backward:
+        rows.reverse()
+
+    async def count() -> int:
+        return int(await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0)
+
+    return Page(
+        items=rows,
+        cursors=[encode_cursor([k.value(row) for k in keys]) for row in rows],
+        has_next_page=more if not backward else args.before is not None,
+        has_previous_page=more if backward else args.after is not None,
+        count=count,
+    )

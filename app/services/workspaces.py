@@ -1,0 +1,147 @@
+"""Workspaces and their members. The last OWNER can neither leave nor be demoted."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.engine import Database
+from app.db.models import Member, User, Workspace
+from app.services.access import ADMIN_SCOPE, Principal
+from app.services.errors import Invalid, Problem, not_found
+from app.services.pagination import Page, PageArgs, SortKey, paginate
+from app.services.validation import check_email, check_text, normalise_email, problems
+
+MEMBER_ORDER = [SortKey(Member.created_at, lambda m: m.created_at), SortKey(Member.id, lambda m: m.id)]
+
+
+def _slug(name: str) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "workspace"
+    return f"{base}-{secrets.token_hex(3)}"
+
+
+async def new_workspace(s: AsyncSession, owner_id: uuid.UUID, name: str) -> Workspace:
+    """A workspace with `owner_id` as its OWNER; `s` must be allowed to write members of it."""
+    workspace = Workspace(id=uuid.uuid4(), name=name, slug=_slug(name))
+    s.add(workspace)
+    await s.flush()
+    s.add(Member(workspace_id=workspace.id, user_id=owner_id, role="OWNER", status="ACTIVE"))
+    await s.flush()
+    return workspace
+
+
+async def create_workspace(db: Database, p: Principal, name: str) -> Workspace:
+    """Runs in a system session: the new workspace is no tenant's yet."""
+    user_id = p.require_user()
+    found = problems(check_text(name, ("input", "name")))
+    if found:
+        raise Invalid(*found)
+    async with db.system() as s, s.begin():
+        return await new_workspace(s, user_id, name.strip())
+
+
+async def current_workspace(s: AsyncSession, p: Principal) -> Workspace:
+    return await s.get_one(Workspace, p.require_workspace())
+
+
+async def visible_workspaces(s: AsyncSession, p: Principal, ids: list[uuid.UUID]) -> dict[uuid.UUID, Workspace]:
+    """Only the request's own workspace is reachable by id through a tenant session."""
+    if p.workspace_id is None or p.workspace_id not in ids:
+        return {}
+    return {p.workspace_id: await s.get_one(Workspace, p.workspace_id)}
+
+
+async def list_members(s: AsyncSession, p: Principal, args: PageArgs) -> Page[Member]:
+    ws = p.require_workspace()
+    return await paginate(s, select(Member).where(Member.workspace_id == ws), MEMBER_ORDER, args)
+
+
+async def members_by_id(s: AsyncSession, p: Principal, member_ids: list[uuid.UUID]) -> dict[uuid.UUID, Member]:
+    ws = p.require_workspace()
+    rows = await s.scalars(select(Member).where(Member.workspace_id == ws, Member.id.in_(member_ids)))
+    return {m.id: m for m in rows}
+
+
+async def users_of_workspace(s: AsyncSession, p: Principal, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, User]:
+    """Users are visible to their fellow members (and to themselves), nobody else."""
+    ws = p.require_workspace()
+    rows = await s.scalars(
+        select(User).join(Member, Member.user_id == User.id).where(Member.workspace_id == ws, User.id.in_(user_ids))
+    )
+    found = {u.id: u for u in rows}
+    if p.user_id in user_ids and p.user_id not in found:
+        found[p.user_id] = await s.get_one(User, p.user_id)
+    return found
+
+
+def _check_role_change(p: Principal, target_role: str, new_role: str | None) -> None:
+    """An ADMIN manages ADMINs and below; only an OWNER touches or grants OWNER."""
+    if p.role != "OWNER" and "OWNER" in (target_role, new_role):
+        raise Invalid(Problem("Only an OWNER can manage owners", "FORBIDDEN", ("role",)))
+
+
+async def _member(s: AsyncSession, ws: uuid.UUID, member_id: uuid.UUID | None) -> Member:
+    member = await s.scalar(select(Member).where(Member.id == member_id, Member.workspace_id == ws)) if member_id else None
+    if member is None:
+        raise not_found("Member")
+    return member
+
+
+async def _is_last_owner(s: AsyncSession, member: Member) -> bool:
+    if member.role != "OWNER":
+        return False
+    owners = await s.scalar(
+        select(func.count()).select_from(Member).where(
+            Member.workspace_id == member.workspace_id, Member.role == "OWNER", Member.status == "ACTIVE"
+        )
+    )
+    return (owners or 0) <= 1
+
+
+async def invite_member(s: AsyncSession, p: Principal, *, email: str, role: str) -> Member:
+    """Invites an existing user or creates a password-less one, who claims it by signing up."""
+    ws = p.require(ADMIN_SCOPE)
+    email = normalise_email(email)
+    found = problems(check_email(email, ("input", "email")))
+    if found:
+        raise Invalid(*found)
+    _check_role_change(p, "MEMBER", role)
+    user = await s.scalar(select(User).where(User.email == email))
+    if user is None:
+        user = User(id=uuid.uuid4(), email=email)
+        s.add(user)
+        await s.flush()
+    elif await s.scalar(select(Member.id).where(Member.workspace_id == ws, Member.user_id == user.id)):
+        raise Invalid(Problem("This user is already a member", "DUPLICATE", ("input", "email")))
+    member = Member(workspace_id=ws, user_id=user.id, role=role, status="INVITED")
+    s.add(member)
+    await s.flush()
+    return member
+
+
+async def update_member_role(s: AsyncSession, p: Principal, member_id: uuid.UUID | None, role: str) -> Member:
+    member = await _member(s, p.require(ADMIN_SCOPE), member_id)
+    _check_role_change(p, member.role, role)
+    if role != "OWNER" and await _is_last_owner(s, member):
+        raise Invalid(Problem("The last owner cannot be demoted", "CONFLICT", ("role",)))
+    member.role = role
+    await s.flush()
+    return member
+
+
+async def remove_member(s: AsyncSession, p: Principal, member_id: uuid.UUID | None) -> uuid.UUID:
+    """Admins remove others; anyone may leave, except the last owner."""
+    ws = p.require_workspace()
+    member = await _member(s, ws, member_id)
+    if member.id != p.member_id:
+        p.require(ADMIN_SCOPE)
+        _check_role_change(p, member.role, None)
+    if await _is_last_owner(s, member):
+        raise Invalid(Problem("The last owner cannot be removed", "CONFLICT", ("id",)))
+    await s.delete(member)
+    await s.flush()
+    return member.id

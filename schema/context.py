@@ -1,0 +1,87 @@
+"""The per-operation context: who asks, and the operation's session and loaders.
+
+HTTP builds one per request; a WebSocket connection gives each of its operations a copy with
+their own session and loaders (see `schema.http.OperationPerContextHandler`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.types import Info as StrawberryInfo
+
+from app.config import Settings
+from app.db.engine import Database
+from app.security import Vault
+from app.services.access import ANONYMOUS, Principal
+
+
+@dataclass
+class Services:
+    """Process-wide handles, made once at start-up."""
+
+    settings: Settings
+    db: Database
+    redis: Redis
+    vault: Vault
+
+
+@dataclass
+class Context:
+    services: Services
+    request: Any
+    response: Any = None
+    principal: Principal = ANONYMOUS
+    request_id: str = ""
+    connection_params: dict[str, Any] | None = None
+    _session: AsyncSession | None = field(default=None, repr=False)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    _loaders: Any = field(default=None, repr=False)
+    _after_commit: list[Callable[[], Awaitable[None]]] = field(default_factory=list, repr=False)
+
+    def for_operation(self) -> Context:
+        """A copy sharing the connection's identity, with a session and loaders of its own."""
+        return Context(
+            services=self.services, request=self.request, response=self.response, principal=self.principal,
+            request_id=self.request_id, connection_params=self.connection_params,
+        )
+
+    @asynccontextmanager
+    async def db(self) -> AsyncIterator[AsyncSession]:
+        """The operation's tenant session, lent to one user at a time: loader batches are
+        dispatched concurrently and one AsyncSession runs one statement at a time."""
+        async with self._lock:
+            if self._session is None:
+                self._session = self.services.db.tenant(self.principal.workspace_id)
+            yield self._session
+
+    @property
+    def loaders(self) -> Any:
+        if self._loaders is None:
+            from schema.loaders import Loaders
+
+            self._loaders = Loaders(self)
+        return self._loaders
+
+    def after_commit(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run once the current mutation has committed (events, job messages)."""
+        self._after_commit.append(callback)
+
+    async def run_after_commit(self) -> None:
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            await callback()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+
+Info = StrawberryInfo[Context, None]

@@ -1,0 +1,176 @@
+"""Workspaces, users and members."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+
+import strawberry
+
+from app.db import models
+from app.services import workspaces as service
+from schema.context import Info
+from schema.errors import UserError, mutate, refused
+from schema.node import Node, global_id, register_node, uuid_of
+from schema.pagination import Connection, page_args
+
+
+@strawberry.enum
+class MemberRole(Enum):
+    OWNER = "OWNER"
+    ADMIN = "ADMIN"
+    MEMBER = "MEMBER"
+    VIEWER = "VIEWER"
+
+
+@strawberry.type
+class User(Node):
+    id: strawberry.ID
+    email: str
+    name: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: models.User) -> User:
+        return cls(id=global_id("User", row.id), email=row.email, name=row.name, created_at=row.created_at)
+
+
+@strawberry.type
+class Workspace(Node):
+    id: strawberry.ID
+    name: str
+    slug: str
+    created_at: datetime
+    viewer_role: MemberRole | None
+
+    @classmethod
+    def of(cls, row: models.Workspace, role: str | None) -> Workspace:
+        return cls(
+            id=global_id("Workspace", row.id), name=row.name, slug=row.slug, created_at=row.created_at,
+            viewer_role=MemberRole(role) if role else None,
+        )
+
+
+@strawberry.type
+class Member(Node):
+    id: strawberry.ID
+    role: MemberRole
+    status: str
+    created_at: datetime
+    _user_id: strawberry.Private[object]
+
+    @strawberry.field
+    async def user(self, info: Info) -> User:
+        return User.of(await info.context.loaders.load(service.users_of_workspace, self._user_id))
+
+    @classmethod
+    def of(cls, row: models.Member) -> Member:
+        return cls(
+            id=global_id("Member", row.id), role=MemberRole(row.role), status=row.status,
+            created_at=row.created_at, _user_id=row.user_id,
+        )
+
+
+async def _load_member(info: Info, id_: object) -> Member | None:
+    row = await info.context.loaders.load(service.members_by_id, id_)
+    return Member.of(row) if row else None
+
+
+async def _load_user(info: Info, id_: object) -> User | None:
+    row = await info.context.loaders.load(service.users_of_workspace, id_)
+    return User.of(row) if row else None
+
+
+async def _load_workspace(info: Info, id_: object) -> Workspace | None:
+    row = await info.context.loaders.load(service.visible_workspaces, id_)
+    return Workspace.of(row, info.context.principal.role) if row else None
+
+
+register_node("Member", _load_member)
+register_node("User", _load_user)
+register_node("Workspace", _load_workspace)
+
+
+@strawberry.input
+class CreateWorkspaceInput:
+    name: str
+
+
+@strawberry.input
+class InviteMemberInput:
+    email: str
+    role: MemberRole
+
+
+@strawberry.type
+class WorkspacePayload:
+    workspace: Workspace | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class MemberPayload:
+    member: Member | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class DeletePayload:
+    deleted_id: strawberry.ID | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+def member_payload(outcome: models.Member | list[UserError]) -> MemberPayload:
+    if isinstance(outcome, list):
+        return MemberPayload(user_errors=outcome)
+    return MemberPayload(member=Member.of(outcome))
+
+
+@strawberry.type
+class WorkspaceQueries:
+    @strawberry.field(description="The workspace this request is scoped to.")
+    async def workspace(self, info: Info) -> Workspace:
+        async with info.context.db() as s:
+            row = await service.current_workspace(s, info.context.principal)
+        return Workspace.of(row, info.context.principal.role)
+
+    @strawberry.field
+    async def members(
+        self, info: Info, first: int | None = None, after: str | None = None,
+        last: int | None = None, before: str | None = None,
+    ) -> Connection[Member]:
+        async with info.context.db() as s:
+            page = await service.list_members(s, info.context.principal, page_args(first, after, last, before))
+        return Connection.of(page, Member.of)
+
+
+@strawberry.type
+class WorkspaceMutations:
+    @strawberry.mutation
+    async def create_workspace(self, info: Info, input: CreateWorkspaceInput) -> WorkspacePayload:
+        ctx = info.context
+        outcome = await refused(service.create_workspace(ctx.services.db, ctx.principal, input.name))
+        if isinstance(outcome, list):
+            return WorkspacePayload(user_errors=outcome)
+        return WorkspacePayload(workspace=Workspace.of(outcome, "OWNER"))
+
+    @strawberry.mutation
+    async def invite_member(self, info: Info, input: InviteMemberInput) -> MemberPayload:
+        p = info.context.principal
+        return member_payload(
+            await mutate(info, lambda s: service.invite_member(s, p, email=input.email, role=input.role.value))
+        )
+
+    @strawberry.mutation
+    async def update_member_role(self, info: Info, id: strawberry.ID, role: MemberRole) -> MemberPayload:
+        p = info.context.principal
+        member_id = uuid_of(id, "Member")
+        return member_payload(await mutate(info, lambda s: service.update_member_role(s, p, member_id, role.value)))
+
+    @strawberry.mutation
+    async def remove_member(self, info: Info, id: strawberry.ID) -> DeletePayload:
+        p = info.context.principal
+        outcome = await mutate(info, lambda s: service.remove_member(s, p, uuid_of(id, "Member")))
+        if isinstance(outcome, list):
+            return DeletePayload(user_errors=outcome)
+        return DeletePayload(deleted_id=global_id("Member", outcome))
