@@ -1,7 +1,7 @@
 """The per-operation context: who asks, and the operation's session and loaders.
 
-HTTP builds one per request; a WebSocket connection gives each of its operations a copy with
-their own session and loaders (see `schema.http.OperationPerContextHandler`).
+The view builds one per HTTP request or WebSocket connection; `schema.extensions.OperationScope`
+gives every operation a copy with a session and loaders of its own.
 """
 
 from __future__ import annotations
@@ -72,6 +72,15 @@ class Context:
     def after_commit(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run once the current mutation has committed (events, job messages)."""
         self._after_commit.append(callback)
+
+    def emit(self, event_type: str, type_name: str | None, id_: Any) -> None:
+        """Publish a workspace event (`contact.created`...) once the mutation has committed."""
+        from app.pubsub import publish_event
+
+        workspace_id = self.principal.workspace_id
+        if workspace_id is not None:
+            redis = self.services.redis
+            self.after_commit(lambda: publish_event(redis, workspace_id, event_type, type_name, id_))
 
     async def run_after_commit(self) -> None:
         callbacks, self._after_commit = self._after_commit, []

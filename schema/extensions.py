@@ -25,10 +25,11 @@ TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 
 
 class OperationScope(SchemaExtension):
-    """Closes the operation's session once its result is built, whatever happened."""
+    """Gives each operation a context of its own (a WebSocket's operations share the
+    connection's), and closes its session once the result is built, whatever happened."""
 
     async def on_operation(self) -> AsyncIterator[None]:
-        context = self.execution_context.context
+        context = self.execution_context.context = self.execution_context.context.for_operation()
         settings = context.services.settings
         self.execution_context.parse_options["max_tokens"] = settings.max_tokens
         try:

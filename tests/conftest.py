@@ -167,3 +167,35 @@ async def bob(api: Api) -> Account:
 
 def with_settings(settings: Settings, **changes: Any) -> Settings:
     return replace(settings, **changes)
+
+
+class SqlCounter:
+    """Counts the SQL statements the app sends while `with counter:` is open."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.statements: list[str] = []
+
+    def _count(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.statements.append(statement)
+
+    def __enter__(self) -> SqlCounter:
+        from sqlalchemy import event
+
+        self.statements = []
+        event.listen(self.engine.sync_engine, "before_cursor_execute", self._count)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        from sqlalchemy import event
+
+        event.remove(self.engine.sync_engine, "before_cursor_execute", self._count)
+
+    @property
+    def count(self) -> int:
+        return len(self.statements)
+
+
+@pytest.fixture
+def sql(app: Any) -> SqlCounter:
+    return SqlCounter(app.state.services.db.engine)
