@@ -30,6 +30,7 @@ from strawberry.http import GraphQLHTTPResponse
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET
 
 from app import ratelimit
 from app.config import Settings
@@ -55,8 +56,9 @@ STATUS_OF = {"UNAUTHENTICATED": 401, "FORBIDDEN": 403, "RATE_LIMITED": 429, "BAD
 def negotiate(accept: str | None) -> str | None:
     """The response media type for an Accept header; None when neither JSON type is acceptable.
 
-    No Accept header means application/json (legacy clients); on equal preference the
-    GraphQL response type wins, as the GraphQL-over-HTTP spec asks.
+    As the GraphQL-over-HTTP spec asks: no Accept header, or only a wildcard, means
+    application/json (legacy clients); the GraphQL response type is used when named, and wins
+    over application/json at equal preference.
     """
     if not accept:
         return JSON
@@ -72,12 +74,11 @@ def negotiate(accept: str | None) -> str | None:
                     q = float(value)
                 except ValueError:
                     q = 0.0
-        for candidate, rank in ((GRAPHQL_RESPONSE, 1), (JSON, 0)):
-            if media in (candidate, "*/*", "application/*") and q > 0:
-                exact = media == candidate
-                key = (q, rank + (2 if exact else 0), candidate)
-                if best is None or key[:2] > best[:2]:
-                    best = key
+        rank = {GRAPHQL_RESPONSE: (2, GRAPHQL_RESPONSE), JSON: (1, JSON), "application/*": (0, JSON), "*/*": (0, JSON)}
+        if media in rank and q > 0:
+            candidate = (q, *rank[media])
+            if best is None or candidate[:2] > best[:2]:
+                best = candidate
     return best[2] if best else None
 
 
@@ -279,7 +280,7 @@ class GraphQLView(GraphQL):
             )
         except ServiceError as exc:
             raise ConnectionRejectionError({"message": exc.message, "code": exc.code}) from exc
-        return None
+        return UNSET
 
 
 async def healthz(_: Request) -> Response:

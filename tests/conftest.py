@@ -1,7 +1,8 @@
 """Test harness: a fresh database built by the migrations, real Redis, the real app.
 
 PostgreSQL and Redis come from CTXGRAPH_TEST_DATABASE_URL / CTXGRAPH_TEST_REDIS_URL, else from
-127.0.0.1:5432 / :6379 when they answer, else from the embedded servers (a fresh laptop).
+127.0.0.1:5432 / :6379 when they answer, else from the embedded servers (a fresh laptop;
+CTXGRAPH_TEST_EMBEDDED=1 forces that path).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import redis
+from sqlalchemy.engine import make_url
 
 from app.config import Settings
 from app.db.migrate import upgrade
@@ -36,9 +37,10 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
     """(admin PostgreSQL URL, Redis URL) of real servers."""
     db_url = os.environ.get("CTXGRAPH_TEST_DATABASE_URL")
     redis_url = os.environ.get("CTXGRAPH_TEST_REDIS_URL")
-    if not db_url and _answers("127.0.0.1", 5432):
+    local = os.environ.get("CTXGRAPH_TEST_EMBEDDED", "") not in ("1", "true")  # force the laptop path
+    if not db_url and local and _answers("127.0.0.1", 5432):
         db_url = "postgresql://postgres@127.0.0.1:5432/postgres"
-    if not redis_url and _answers("127.0.0.1", 6379):
+    if not redis_url and local and _answers("127.0.0.1", 6379):
         redis_url = "redis://127.0.0.1:6379/0"
     with contextlib.ExitStack() as stack:
         if not db_url or not redis_url:
@@ -60,9 +62,8 @@ def settings(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory)
     name = f"ctxgraph_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    base, _, _ = admin_url.rpartition("/")
     s = Settings(
-        database_url=f"{base}/{name}",
+        database_url=make_url(admin_url).set(database=name).render_as_string(hide_password=False),
         redis_url=redis_url,
         home=tmp_path_factory.mktemp("home"),
         rate_limit_per_minute=1_000_000,
@@ -199,3 +200,28 @@ class SqlCounter:
 @pytest.fixture
 def sql(app: Any) -> SqlCounter:
     return SqlCounter(app.state.services.db.engine)
+
+
+@pytest.fixture(scope="session")
+def live_server(settings: Settings) -> Iterator[str]:
+    """The app served by uvicorn on a free port (a thread with a loop of its own): its base URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)

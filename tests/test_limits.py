@@ -1,0 +1,90 @@
+"""Every limit of DESIGN.md: depth, aliases, tokens, node count, page size, rate limit."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any
+
+import httpx
+
+from app.http import create_app
+from tests.conftest import Account, Api
+
+GQL = "application/graphql-response+json"
+
+
+@asynccontextmanager
+async def api_with(settings: Any, **changes: Any) -> AsyncIterator[Api]:
+    app = create_app(replace(settings, **changes))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        yield Api(client)
+    await app.state.services.db.dispose()
+    await app.state.services.redis.aclose()
+
+
+def too_complex(response: httpx.Response) -> str:
+    assert response.status_code == 400, response.text
+    error = response.json()["errors"][0]
+    assert error["extensions"]["code"] == "QUERY_TOO_COMPLEX"
+    return error["message"]
+
+
+async def test_depth_limit(settings: Any, alice: Account) -> None:
+    deep = "{ members { edges { node { user { id } } } } }"  # depth 5
+    async with api_with(settings, max_depth=4) as api:
+        assert "depth 5" in too_complex(await api.post(deep, **alice.auth, headers={"accept": GQL}))
+    async with api_with(settings, max_depth=5) as api:
+        assert (await api.data(deep, **alice.auth))["members"]["edges"]
+
+
+async def test_default_depth_limit_is_ten_and_ignores_introspection(api: Api, settings: Any) -> None:
+    assert settings.max_depth == 10
+    introspection = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } }"
+    assert (await api.data(introspection))["__schema"]["types"]
+
+
+async def test_alias_limit(api: Api) -> None:
+    ok = "{ " + " ".join(f"a{i}: __typename" for i in range(30)) + " }"
+    assert len((await api.data(ok))) == 30
+    over = "{ " + " ".join(f"a{i}: __typename" for i in range(31)) + " }"
+    assert "31 aliases" in too_complex(await api.post(over, headers={"accept": GQL}))
+
+
+async def test_token_limit(api: Api) -> None:
+    over = "{ " + "__typename " * 20_000 + "}"
+    assert "tokens" in too_complex(await api.post(over, headers={"accept": GQL}))
+
+
+async def test_node_count_limit_counts_page_sizes_and_variables(settings: Any, alice: Account) -> None:
+    query = "query($n: Int) { a: sources(first: $n) { edges { node { id } } } b: members(first: 100) { totalCount } }"
+    async with api_with(settings, max_nodes=150) as api:
+        message = too_complex(await api.post(query, {"n": 100}, **alice.auth, headers={"accept": GQL}))
+        assert "200 nodes" in message
+        assert (await api.data(query, {"n": 10}, **alice.auth))["a"]["edges"] == []
+        # Without first/last a connection counts as its default page of 20.
+        defaults = "{ " + " ".join(f"s{i}: sources {{ totalCount }}" for i in range(8)) + " }"
+        assert "160 nodes" in too_complex(await api.post(defaults, **alice.auth, headers={"accept": GQL}))
+
+
+async def test_page_size_over_100_is_refused(api: Api, alice: Account) -> None:
+    body = await api("{ sources(first: 101) { totalCount } }", **alice.auth)
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "between 0 and 100" in body["errors"][0]["message"]
+    assert (await api("{ sources(last: -1) { totalCount } }", **alice.auth))["errors"]
+    both = await api("{ sources(first: 1, last: 1) { totalCount } }", **alice.auth)
+    assert "either first or last" in both["errors"][0]["message"]
+    assert (await api.data("{ sources(first: 100) { totalCount } }", **alice.auth))["sources"]["totalCount"] == 0
+
+
+async def test_rate_limit_per_user(settings: Any, alice: Account, bob: Account) -> None:
+    async with api_with(settings, rate_limit_per_minute=3) as api:
+        for _ in range(3):
+            assert (await api.post("{ viewer { scopes } }", **alice.auth)).status_code == 200
+        limited = await api.post("{ viewer { scopes } }", **alice.auth, headers={"accept": GQL})
+        assert limited.status_code == 429
+        assert 1 <= int(limited.headers["retry-after"]) <= 60
+        assert limited.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+        # Another user has a budget of their own.
+        assert (await api.post("{ viewer { scopes } }", **bob.auth)).status_code == 200
