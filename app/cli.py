@@ -1,4 +1,4 @@
-"""The `ctxgraph` command: serve, worker, migrate, schema.
+"""The `ctxgraph` command: serve, worker, migrate, schema, import.
 
 Each command imports what it needs when it runs, so `ctxgraph schema` starts no server and
 loads neither uvicorn nor the database drivers.
@@ -54,6 +54,20 @@ def _parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("--revision", default="heads", help="target revision (default: every head)")
     migrate.set_defaults(run=_migrate)
+
+    imp = sub.add_parser("import", help="import a file through a running server, following its progress")
+    imp.add_argument("file", help="CSV or JSON file")
+    imp.add_argument("--target", required=True, choices=["contacts", "records", "documents", "activity"], type=str.lower)
+    imp.add_argument("--adapter", required=True, type=str.lower,
+                     choices=["csv", "generic_json", "generic-json", "content_hub", "content-hub"])
+    imp.add_argument("--object-type", help="object type name (target records)")
+    imp.add_argument("--source", help="source name: items upsert by (source, remote id)")
+    imp.add_argument("--mapping", help='CSV fieldMapping as JSON, or @file.json: {"Column": "field[:type]"}')
+    imp.add_argument("--url", default=os.environ.get("CTXGRAPH_URL", "http://127.0.0.1:8000"),
+                     help="server URL (CTXGRAPH_URL, default http://127.0.0.1:8000)")
+    imp.add_argument("--api-key", default=os.environ.get("CTXGRAPH_API_KEY"), help="API key (CTXGRAPH_API_KEY)")
+    imp.add_argument("--workspace", default=os.environ.get("CTXGRAPH_WORKSPACE_ID"), help="workspace id (optional)")
+    imp.set_defaults(run=_import)
 
     schema = sub.add_parser("schema", help="print the GraphQL schema (SDL)")
     schema.set_defaults(run=_schema)
@@ -132,6 +146,9 @@ def _serve(args: argparse.Namespace) -> int:
                 log_level=s.log_level.lower(),
                 lifespan="on",
                 ws="auto",  # the sans-I/O websockets implementation (the legacy one is deprecated)
+                # Subscription messages are small JSON: compressing them costs each socket a zlib
+                # state and CPU per message (client and server) for little bandwidth saved.
+                ws_per_message_deflate=False,
             )
             server = uvicorn.Server(config)
             ide = " (GraphiQL in a browser)" if s.graphiql else ""
@@ -173,6 +190,12 @@ def _migrate(args: argparse.Namespace) -> int:
     with services(settings) as s:
         upgrade(s, args.revision)
     return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from app.import_client import main as import_main
+
+    return import_main(args)
 
 
 def _schema(_args: argparse.Namespace) -> int:

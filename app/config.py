@@ -54,6 +54,20 @@ class Settings:
     db_pool_size: int = 10
     statement_timeout_ms: int = 30_000
     log_level: str = "info"
+    "Answer whole contact-list queries with one SQL statement when their selection allows (schema.planner)."
+    planner: bool = True
+    "Redis key namespace of the job queues; unset: derived from the database (see app.jobs.broker)."
+    broker_namespace: str | None = None
+    "A RUNNING job whose heartbeat is older than this is taken over; a PENDING one whose message is gone, re-sent."
+    job_stale_seconds: int = 60
+    job_reaper_interval_seconds: int = 15
+    "Runs of one job (first run, redeliveries after a crash, retries after errors) before it is FAILED."
+    job_max_attempts: int = 5
+    job_batch_size: int = 1000
+    "Seconds between the server's graphql-transport-ws pings on an idle socket."
+    ws_keepalive_seconds: int = 15
+    "A socket re-authenticates its credential this often (revocations also close it at once, via Redis)."
+    ws_auth_recheck_seconds: int = 60
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -84,6 +98,14 @@ class Settings:
             db_pool_size=_int(e.get("CTXGRAPH_DB_POOL_SIZE"), 10),
             statement_timeout_ms=_int(e.get("CTXGRAPH_STATEMENT_TIMEOUT_MS"), 30_000),
             log_level=e.get("CTXGRAPH_LOG_LEVEL") or "info",
+            planner=_bool(e.get("CTXGRAPH_PLANNER"), True),
+            broker_namespace=e.get("CTXGRAPH_BROKER_NAMESPACE") or None,
+            job_stale_seconds=_int(e.get("CTXGRAPH_JOB_STALE_SECONDS"), 60),
+            job_reaper_interval_seconds=_int(e.get("CTXGRAPH_JOB_REAPER_INTERVAL_SECONDS"), 15),
+            job_max_attempts=_int(e.get("CTXGRAPH_JOB_MAX_ATTEMPTS"), 5),
+            job_batch_size=_int(e.get("CTXGRAPH_JOB_BATCH_SIZE"), 1000),
+            ws_keepalive_seconds=_int(e.get("CTXGRAPH_WS_KEEPALIVE_SECONDS"), 15),
+            ws_auth_recheck_seconds=_int(e.get("CTXGRAPH_WS_AUTH_RECHECK_SECONDS"), 60),
         )
 
     def with_secrets(self) -> Settings:

@@ -7,6 +7,7 @@ limit), then the Strawberry view, which speaks GraphQL over HTTP to the letter: 
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import re
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from redis.asyncio import Redis
 from starlette.applications import Starlette
@@ -35,11 +37,15 @@ from strawberry.types.unset import UNSET
 from app import ratelimit
 from app.config import Settings
 from app.db.engine import Database
+from app.jobs.broker import setup_broker
+from app.pubsub import close_hub
 from app.security import Vault
 from app.services import auth
 from app.services.errors import ServiceError
+from app.websocket import GuardedTransportWSHandler, credentials
 from schema import schema
 from schema.context import Context, Services
+from schema.fanout import encoded_data
 
 log = logging.getLogger("ctxgraph.http")
 
@@ -196,6 +202,8 @@ class Gate:
 
 
 class GraphQLView(GraphQL):
+    graphql_transport_ws_handler_class = GuardedTransportWSHandler
+
     def __init__(self, services: Services) -> None:
         settings = services.settings
         super().__init__(
@@ -262,22 +270,33 @@ class GraphQLView(GraphQL):
                 sub_response.status_code = next((STATUS_OF[c] for c in codes if c in STATUS_OF), 400)
         return body
 
+    def encode_json(self, data: object) -> bytes:
+        """orjson: a 35 kB response encodes in a tenth of the time json.dumps takes."""
+        return orjson.dumps(data)
+
     def create_response(self, response_data: Any, sub_response: Response) -> Response:
         response = super().create_response(response_data, sub_response)
         response.headers["content-type"] = f"{sub_response.media_type}; charset=utf-8"
         return response
 
+    def encode_json(self, data: object) -> str | bytes:
+        """A subscription's `next` message whose data thousands of sockets share is encoded once
+        (see schema.fanout); everything else as usual."""
+        if isinstance(data, dict) and data.get("type") == "next":
+            payload = data.get("payload")
+            if isinstance(payload, dict) and payload.keys() == {"data"}:
+                text = encoded_data(payload["data"])
+                if text is not None:
+                    return f'{{"id":{json.dumps(data["id"])},"type":"next","payload":{{"data":{text}}}}}'
+        return super().encode_json(data)
+
     async def on_ws_connect(self, context: Context) -> Any:  # type: ignore[override]
         """Authenticates the socket from connection_init's payload: authorization, apiKey, workspaceId."""
-        params = context.connection_params if isinstance(context.connection_params, dict) else {}
-        authorization, api_key = params.get("authorization"), params.get("apiKey")
-        if not authorization and not api_key:
+        params = credentials(context.connection_params)
+        if not params["authorization"] and not params["api_key"]:
             raise ConnectionRejectionError({"message": "connection_init must carry authorization or apiKey"})
         try:
-            context.principal = await auth.authenticate(
-                self.services.db, self.services.settings, authorization=authorization, api_key=api_key,
-                workspace=params.get("workspaceId"),
-            )
+            context.principal = await auth.authenticate(self.services.db, self.services.settings, **params)
         except ServiceError as exc:
             raise ConnectionRejectionError({"message": exc.message, "code": exc.code}) from exc
         return UNSET
@@ -312,12 +331,15 @@ def create_app(settings: Settings) -> Starlette:
         vault=Vault(settings.encryption_key or ""),
     )
     view = GraphQLView(services)
+    setup_broker(settings)  # mutations enqueue jobs through it
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        gc.freeze()  # what start-up built lives as long as the process: no collection need walk it again
         try:
             yield
         finally:
+            await close_hub(services.redis)
             await services.redis.aclose()
             await services.db.dispose()
 

@@ -13,12 +13,21 @@ from strawberry.tools import merge_types
 
 from app.services.errors import BadInput
 from schema.auth import ApiKey, AuthMutations, AuthQueries
+from schema.contacts import ActivityEvent, Contact, ContactMutations, ContactQueries
 from schema.context import Info
+from schema.documents import Document, DocumentMutations, DocumentQueries
 from schema.extensions import ErrorPolicy, OperationScope, QueryLimits
+from schema.fanout import FanOutExecutor
 from schema.filters import FloatFilter
+from schema.jobs import Job, JobMutations, JobQueries
 from schema.node import Node, resolve_node
+from schema.planner import Planner
+from schema.records import ObjectType, Record, RecordMutations, RecordQueries
+from schema.relationships import Relationship, RelationshipMutations, RelationshipQueries
 from schema.scalars import SCALAR_MAP
+from schema.search import SearchQueries
 from schema.sources import Source, SourceMutations, SourceQueries
+from schema.subscriptions import Subscriptions
 from schema.workspaces import Member, User, Workspace, WorkspaceMutations, WorkspaceQueries
 
 MAX_IDS_PER_NODES = 100
@@ -42,14 +51,26 @@ QUERIES: list[type] = [
     AuthQueries,
     WorkspaceQueries,
     SourceQueries,
+    ContactQueries,
+    RelationshipQueries,
+    JobQueries,
+    RecordQueries,
+    DocumentQueries,
+    SearchQueries,
 ]
 MUTATIONS: list[type] = [
     AuthMutations,
     WorkspaceMutations,
     SourceMutations,
+    ContactMutations,
+    RelationshipMutations,
+    JobMutations,
+    RecordMutations,
+    DocumentMutations,
 ]
-SUBSCRIPTIONS: list[type] = []
-TYPES: list[type] = [User, Workspace, Member, ApiKey, Source, FloatFilter]
+SUBSCRIPTIONS: list[type] = [Subscriptions]
+TYPES: list[type] = [User, Workspace, Member, ApiKey, Source, FloatFilter, Contact, ActivityEvent, Relationship, Job,
+                    ObjectType, Record, Document]
 
 
 class Schema(strawberry.Schema):
@@ -63,5 +84,6 @@ schema = Schema(
     subscription=merge_types("Subscription", tuple(SUBSCRIPTIONS)) if SUBSCRIPTIONS else None,
     types=TYPES,
     config=StrawberryConfig(disable_field_suggestions=True, scalar_map=SCALAR_MAP),
-    extensions=[OperationScope, lambda: ParserCache(maxsize=1024), QueryLimits, ErrorPolicy],
+    extensions=[OperationScope, lambda: ParserCache(maxsize=1024), QueryLimits, Planner, ErrorPolicy],
+    execution_context_class=FanOutExecutor,
 )

@@ -7,6 +7,7 @@ from datetime import datetime
 import strawberry
 
 from app.db import models
+from app.pubsub import publish_api_key_change
 from app.services import auth as service
 from app.services.access import Principal
 from app.services.errors import Unauthenticated
@@ -187,12 +188,22 @@ class AuthMutations:
     @strawberry.mutation
     async def rotate_api_key(self, info: Info, id: strawberry.ID) -> ApiKeySecretPayload:
         p = info.context.principal
+        _announce_key_change(info, id)
         return ApiKeySecretPayload.of(await mutate(info, lambda s: service.rotate_api_key(s, p, uuid_of(id, "ApiKey"))))
 
     @strawberry.mutation
     async def revoke_api_key(self, info: Info, id: strawberry.ID) -> ApiKeyPayload:
         p = info.context.principal
+        _announce_key_change(info, id)
         outcome = await mutate(info, lambda s: service.revoke_api_key(s, p, uuid_of(id, "ApiKey")))
         if isinstance(outcome, list):
             return ApiKeyPayload(user_errors=outcome)
         return ApiKeyPayload(api_key=ApiKey.of(outcome))
+
+
+def _announce_key_change(info: Info, id_: strawberry.ID) -> None:
+    """Once the change has committed, the key's open sockets (on any API process) re-authenticate."""
+    key_id = uuid_of(id_, "ApiKey")
+    if key_id is not None:
+        redis = info.context.services.redis
+        info.context.after_commit(lambda: publish_api_key_change(redis, key_id))

@@ -92,5 +92,11 @@ class Context:
             session, self._session = self._session, None
             await session.close()
 
+    async def release(self) -> None:
+        """Close the session and forget what the loaders read: a subscription calls it after
+        each event, so an idle subscriber holds no connection and the next event reads afresh."""
+        await self.close()
+        self._loaders = None
+
 
 Info = StrawberryInfo[Context, None]

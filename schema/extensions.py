@@ -108,6 +108,12 @@ class ErrorPolicy(SchemaExtension):
             for error in ec.pre_execution_errors:
                 error.extensions = {**(error.extensions or {}), "code": self._request_error_code(error)}
 
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        """Each result a subscription streams gets the same treatment as a response."""
+        if getattr(result, "errors", None):
+            result.errors = [self._classify(e) for e in result.errors]
+        yield
+
     @staticmethod
     def _request_error_code(error: GraphQLError) -> str:
         if error.extensions and "code" in error.extensions:

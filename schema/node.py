@@ -34,6 +34,12 @@ def uuid_of(global_id_: str, type_name: str) -> uuid.UUID | None:
     return ids.decode_as(global_id_, type_name)
 
 
+async def load_node(info: Info, type_name: str, id_: uuid.UUID) -> Any:
+    """A node by its type and uuid (an edge's endpoint); None when unknown or not visible."""
+    load = _LOADERS.get(type_name)
+    return await load(info, id_) if load else None
+
+
 async def resolve_node(info: Info, global_id_: str) -> Any:
     """None for an unknown type, a missing row, or another workspace's row alike."""
     type_name, id_ = ids.decode(global_id_)

@@ -7,9 +7,11 @@ broker first and only then imports `app.jobs.actors`: import actors only through
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import threading
+from urllib.parse import urlsplit
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
@@ -33,22 +35,34 @@ MAINTENANCE_CHANCE = 50_000
 
 _lock = threading.Lock()
 _broker: RedisBroker | None = None
-_url: str | None = None
+_key: tuple[str, str] | None = None
+
+
+def namespace_of(settings: Settings) -> str:
+    """The Redis key namespace of the queues: `broker_namespace`, else one per database, so that
+    deployments (or test runs) sharing a Redis but not a database never take each other's jobs."""
+    if settings.broker_namespace:
+        return settings.broker_namespace
+    url = urlsplit(settings.database_url or "")
+    where = f"{url.hostname}:{url.port}{url.path}"
+    return f"ctxgraph:{url.path.strip('/') or 'db'}:{hashlib.sha256(where.encode()).hexdigest()[:8]}"
 
 
 def setup_broker(settings: Settings) -> RedisBroker:
     """Return this process's broker for `settings.redis_url`, creating it on first use.
 
-    Called again with another URL (tests), it replaces the broker and moves the declared actors
-    over to the new one.
+    Called again with another URL or namespace (tests), it replaces the broker and moves the
+    declared actors over to the new one.
     """
-    global _broker, _url
+    global _broker, _key
     if not settings.redis_url:
         raise RuntimeError("REDIS_URL is not set (and no embedded server was started)")
+    key = (settings.redis_url, namespace_of(settings))
     with _lock:
-        if _broker is None or _url != settings.redis_url:
+        if _broker is None or _key != key:
             broker = RedisBroker(
                 url=settings.redis_url,
+                namespace=key[1],
                 heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
                 maintenance_chance=MAINTENANCE_CHANCE,
             )  # middleware=None: dramatiq's defaults (age and time limits, retries, callbacks, ...)
@@ -58,7 +72,7 @@ def setup_broker(settings: Settings) -> RedisBroker:
                     broker.declare_actor(actor)
                 close_broker_connections(_broker)
             dramatiq.set_broker(broker)
-            _broker, _url = broker, settings.redis_url
+            _broker, _key = broker, key
             log.debug("dramatiq broker set up on %s", _redacted(settings.redis_url))
         importlib.import_module("app.jobs.actors")  # declares the actors, once per process
         return _broker

@@ -11,6 +11,7 @@ from types import FrameType
 import dramatiq
 
 from app.config import Settings
+from app.jobs import runtime
 from app.jobs.broker import setup_broker
 
 log = logging.getLogger("ctxgraph.jobs")
@@ -23,8 +24,9 @@ STOP_TIMEOUT_MS = 30_000
 class InProcessWorker:
     """A started Dramatiq worker; `stop()` finishes running actors and requeues prefetched ones."""
 
-    def __init__(self, worker: dramatiq.Worker) -> None:
+    def __init__(self, worker: dramatiq.Worker, rt: runtime.Runtime) -> None:
         self._worker = worker
+        self._runtime = rt
         self._stopped = False
         self._lock = threading.Lock()
 
@@ -33,6 +35,7 @@ class InProcessWorker:
             if self._stopped:
                 return
             self._stopped = True
+        self._runtime.stop_reaper()
         self._worker.stop(timeout=timeout_ms)
         # Worker.start() added a middleware that starts consumers for queues declared later;
         # left in place, it would start them for this stopped worker.
@@ -42,12 +45,15 @@ class InProcessWorker:
 
 
 def start_in_process(settings: Settings, threads: int = 2) -> InProcessWorker:
-    """Start consuming in background threads of this process; the caller must `stop()` it."""
+    """Start consuming in background threads of this process, and the job reaper; the caller
+    must `stop()` it."""
     broker = setup_broker(settings)
+    rt = runtime.configure(settings)
     worker = dramatiq.Worker(broker, worker_threads=threads)
     worker.start()
+    rt.start_reaper()
     log.info("dramatiq worker started: %d threads, queues %s", threads, sorted(broker.get_declared_queues()))
-    return InProcessWorker(worker)
+    return InProcessWorker(worker, rt)
 
 
 def run(settings: Settings, threads: int = 4) -> None:

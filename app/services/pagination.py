@@ -131,7 +131,7 @@ def after_condition(keys: Sequence[SortKey], values: Sequence[Any], reverse: boo
     return or_(*terms)
 
 
-def _order(keys: Sequence[SortKey], reverse: bool) -> list[Any]:
+def order_terms(keys: Sequence[SortKey], reverse: bool) -> list[Any]:
     out = []
     for key in keys:
         descending = key.descending != reverse
@@ -140,26 +140,23 @@ def _order(keys: Sequence[SortKey], reverse: bool) -> list[Any]:
     return out
 
 
-async def paginate(session: AsyncSession, stmt: Select[Any], keys: Sequence[SortKey], args: PageArgs) -> Page[Any]:
-    """One page of `stmt`'s single-entity rows, in `keys` order (the last key must be unique)."""
-    size = args.size
-    backward = args.backward
-    query = stmt
+def window(stmt: Select[Any], keys: Sequence[SortKey], args: PageArgs) -> Select[Any]:
+    """`stmt` narrowed to one page (plus one row, to tell whether more follow), fetch order."""
+    size, query = args.size, stmt
     if args.after is not None:
         query = query.where(after_condition(keys, decode_cursor(args.after, len(keys))))
     if args.before is not None:
         query = query.where(after_condition(keys, decode_cursor(args.before, len(keys)), reverse=True))
-    query = query.order_by(*_order(keys, reverse=backward)).limit(size + 1)
+    return query.order_by(*order_terms(keys, reverse=args.backward)).limit(size + 1)
 
-    rows = list((await session.scalars(query)).all()) if size else []
+
+def page_of(rows: list[Any], keys: Sequence[SortKey], args: PageArgs, count: Callable[[], Awaitable[int]]) -> Page[Any]:
+    """The page of the rows `window` fetched, in page order."""
+    size, backward = args.size, args.backward
     more = len(rows) > size
     rows = rows[:size]
     if backward:
         rows.reverse()
-
-    async def count() -> int:
-        return int(await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0)
-
     return Page(
         items=rows,
         cursors=[encode_cursor([k.value(row) for k in keys]) for row in rows],
@@ -167,3 +164,14 @@ async def paginate(session: AsyncSession, stmt: Select[Any], keys: Sequence[Sort
         has_previous_page=more if backward else args.after is not None,
         count=count,
     )
+
+
+async def paginate(session: AsyncSession, stmt: Select[Any], keys: Sequence[SortKey], args: PageArgs) -> Page[Any]:
+    """One page of `stmt`'s single-entity rows, in `keys` order (the last key must be unique)."""
+    query = window(stmt, keys, args)
+    rows = list((await session.scalars(query)).all()) if args.size else []
+
+    async def count() -> int:
+        return int(await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0)
+
+    return page_of(rows, keys, args, count)

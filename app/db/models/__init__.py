@@ -6,7 +6,13 @@ workspace set for the transaction (see `app.db.engine`).
 """
 
 from app.db.models.base import Base
+from app.db.models.documents import Document, DocumentChunk, DocumentLink, DocumentVersion  # noqa: F401
+from app.db.models.contacts import ActivityEvent, Contact, ContactIntelligence, ContactThread, ConversationParticipant, Relationship
 from app.db.models.identity import ApiKey, Member, RefreshToken, User, Workspace
+from app.db.models.records import ObjectType, Record, RecordValue, RecordVersion  # noqa: F401
+from app.db.models.jobs import Job, JobItem, JobPayloadChunk
 from app.db.models.sources import Source
 
-__all__ = ["ApiKey", "Base", "Member", "RefreshToken", "Source", "User", "Workspace"]
+__all__ = [
+    "ActivityEvent", "Contact", "ContactIntelligence", "ContactThread", "ConversationParticipant", "Relationship",
+    "ApiKey", "Base", "Member", "RefreshToken", "Source", "User", "Workspace"]

@@ -1,0 +1,270 @@
+"""A contact list and what hangs off it, answered by one SQL statement that builds the JSON.
+
+The GraphQL layer (schema.planner) describes the response it wants as a `Shape`: the keys of a
+JSON object in order, each naming what goes there. This module turns it into one statement
+over the same queries `list_contacts` and the relationship pages use (workspace filter, scopes,
+filters, orders, cursors), so the answer is the one the resolvers would give, without building
+an object per row and field. Cursors of the list itself are encoded in Python from the sort
+values, exactly as `paginate` does; those of an edge page are encoded by PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, case, false, func, literal_column, or_, select, true
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import Text
+
+from app.db.models import Contact, Relationship
+from app.services import contacts, relationships
+from app.services.access import Principal
+from app.services.pagination import PageArgs, order_terms, page_of, window
+
+
+@dataclass(frozen=True)
+class Out:
+    """One key of a JSON object: `name` says what goes there ("=" for the constant `value`);
+    for nested objects, `value` is their Shape (or an `EdgesPlan` for a contact's relationships)."""
+
+    key: str
+    name: str
+    value: Any = None
+
+
+Shape = tuple[Out, ...]
+
+
+@dataclass(frozen=True)
+class EdgesPlan:
+    """Contact.relationships(direction, kinds, first): its first page, shaped as `shape`."""
+
+    direction: str
+    kinds: tuple[str, ...] | None
+    first: int | None
+    shape: Shape
+
+
+CONTACT_FIELDS = {
+    "id": "id", "fullName": "full_name", "email": "email", "emails": "emails", "phone": "phone", "title": "title",
+    "company": "company", "city": "city", "state": "state", "tags": "tags", "contactType": "contact_type",
+    "status": "status", "remoteId": "remote_id", "customFields": "custom_fields", "createdAt": "created_at",
+    "updatedAt": "updated_at", "deletedAt": "deleted_at",
+}
+RELATIONSHIP_FIELDS = {
+    "id": "id", "kind": "kind", "sharedThreadCount": "shared_thread_count", "sharedCalendarCount": "shared_calendar_count",
+    "lastSeenAt": "last_seen_at", "isActive": "is_active", "metadata": "metadata", "createdAt": "created_at",
+}
+ENDS = ("source", "target", "other")
+TIMESTAMPS = {"created_at", "updated_at", "deleted_at", "last_seen_at"}
+MAX_KEYS = 50  # json_build_object takes at most 100 arguments
+_NAME = re.compile(r"^[_A-Za-z][_0-9A-Za-z]*$")
+
+
+class NotPlannable(Exception):
+    """The shape asks for something this module does not build: answer it field by field."""
+
+
+def _text(value: str) -> Any:
+    """A constant string (a response key or type name: GraphQL names, never user input)."""
+    if not _NAME.match(value):
+        raise NotPlannable(value)
+    return literal_column(f"'{value}'", Text)
+
+
+def _object(pairs: Sequence[tuple[str, Any]]) -> Any:
+    if len(pairs) > MAX_KEYS:
+        raise NotPlannable("too many keys")
+    return func.json_build_object(*(x for key, v in pairs for x in (_text(key), v)))
+
+
+def _global_id(type_name: str, id_: Any) -> Any:
+    """ids.encode in SQL: standard base64 of "Type:uuid"."""
+    prefix = _text(type_name).concat(literal_column("':'"))
+    raw = func.encode(func.convert_to(prefix.concat(func.cast(id_, Text)), literal_column("'UTF8'")), literal_column("'base64'"))
+    return func.translate(raw, literal_column("E'\\n'"), literal_column("''"))
+
+
+def _fraction(ts: Any) -> Any:
+    """".ffffff" when the time has microseconds, as datetime.isoformat() writes it."""
+    return case((func.date_trunc(literal_column("'second'"), ts) == ts, literal_column("''")),
+                else_=literal_column("'.'").concat(func.to_char(ts, literal_column("'US'"))))
+
+
+def _datetime(ts: Any) -> Any:
+    """The DateTime scalar in SQL: ISO 8601 in UTC with a trailing Z."""
+    utc = func.timezone(literal_column("'UTC'"), ts)
+    text = (func.to_char(utc, literal_column("'YYYY-MM-DD\"T\"HH24:MI:SS'"))
+            .concat(_fraction(utc)).concat(literal_column("'Z'")))
+    return case((ts.is_(None), None), else_=text)
+
+
+def _edge_cursor(created_at: Any, id_: Any) -> Any:
+    """encode_cursor([created_at, id]) in SQL: the session's time zone, as psycopg reads it."""
+    iso = (func.to_char(created_at, literal_column("'YYYY-MM-DD\"T\"HH24:MI:SS'")).concat(_fraction(created_at))
+           .concat(func.to_char(created_at, literal_column("'TZH:TZM'"))))
+    raw = (literal_column("'[{\"dt\":\"'").concat(iso).concat(literal_column("'\"},{\"id\":\"'"))
+           .concat(func.cast(id_, Text)).concat(literal_column("'\"}]'")))
+    b64 = func.encode(func.convert_to(raw, literal_column("'UTF8'")), literal_column("'base64'"))
+    return func.translate(b64, literal_column("E'+/=\\n'"), literal_column("'-_'"))
+
+
+def _column(type_name: str, fields: dict[str, str], row: Any, out: Out) -> Any:
+    if out.name == "=":
+        return _text(out.value)
+    column = fields.get(out.name)
+    if column is None:
+        raise NotPlannable(out.name)
+    if column == "id":
+        return _global_id(type_name, row.id)
+    value = row[column]
+    return _datetime(value) if column in TIMESTAMPS else value
+
+
+def _end(e: Any, owner: Any, which: str) -> tuple[Any, Any]:
+    """(type, uuid) expressions of one end of edge row `e`; `other` is the end that is not `owner`."""
+    if which != "other":
+        return e.c[f"{which}_type"], e.c[f"{which}_id"]
+    owner_is_target = and_(e.c.target_type == "Contact", e.c.target_id == owner)
+    return (case((owner_is_target, e.c.source_type), else_=e.c.target_type),
+            case((owner_is_target, e.c.source_id), else_=e.c.target_id))
+
+
+def _edges(ws: uuid.UUID, outer: Any, owner: Any, plan: EdgesPlan) -> tuple[Any, Any]:
+    """(connection JSON, "cannot tell" flag) of one contact's first page of edges, as
+    `first_relationship_pages` + the Relationship resolvers give it."""
+    if plan.kinds and set(plan.kinds) & relationships.VIRTUAL:
+        raise NotPlannable("computed kinds")
+    size = PageArgs(first=plan.first).size
+    R = Relationship
+    touching = and_(R.workspace_id == ws, relationships.touching("Contact", owner, plan.direction),
+                    relationships.stored_kinds(plan.kinds))
+    e = (select(*R.__table__.c, func.row_number().over(order_by=(R.created_at, R.id)).label("rn"))
+         .where(touching).order_by(R.created_at, R.id).limit(size + 1).correlate(outer).lateral("e"))
+    joined, missing = e, []
+    cursor = _edge_cursor(e.c.created_at, e.c.id)
+
+    def node(shape: Shape) -> Any:
+        nonlocal joined
+        pairs = []
+        for out in shape:
+            if out.name not in ENDS:
+                pairs.append((out.key, _column("Relationship", RELATIONSHIP_FIELDS, e.c, out)))
+                continue
+            end_type, end_id = _end(e, owner, out.name)
+            o = Contact.__table__.alias()
+            joined = joined.outerjoin(o, and_(o.c.workspace_id == ws, o.c.id == end_id, end_type == "Contact"))
+            missing.append(o.c.id.is_(None))
+            pairs.append((out.key, _object([(f.key, _column("Contact", CONTACT_FIELDS, o.c, f)) for f in out.value])))
+        return _object(pairs)
+
+    conn: list[tuple[str, Any]] = []
+    edges_shape = next((o.value for o in plan.shape if o.name == "edges"), ())
+    edge = _object([(o.key, cursor if o.name == "cursor" else node(o.value) if o.name == "node"
+                     else _column("", {}, None, o)) for o in edges_shape])
+    agg = select(
+        func.json_agg(aggregate_order_by(edge, e.c.rn)).filter(e.c.rn <= size).label("edges"),
+        func.array_agg(aggregate_order_by(cursor, e.c.rn), type_=ARRAY(Text)).filter(e.c.rn <= size).label("cursors"),
+        func.count().label("n"),
+        func.bool_or(or_(false(), *missing)).label("missing"),
+    ).select_from(joined).lateral("r")
+    cursors = agg.c.cursors
+    page_info = {
+        "hasNextPage": agg.c.n > size, "hasPreviousPage": literal_column("false"),
+        "startCursor": cursors[1], "endCursor": cursors[func.array_length(cursors, 1)],
+    }
+    for out in plan.shape:
+        if out.name == "edges":
+            conn.append((out.key, func.coalesce(agg.c.edges, literal_column("'[]'::json"))))
+        elif out.name == "pageInfo":
+            conn.append((out.key, _object([(o.key, page_info[o.name] if o.name in page_info else _column("", {}, None, o))
+                                           for o in out.value])))
+        elif out.name == "totalCount":
+            conn.append((out.key, select(func.count()).select_from(R).where(touching).correlate(outer).scalar_subquery()))
+        else:
+            conn.append((out.key, _column("", {}, None, out)))
+    return (_object(conn), func.coalesce(agg.c.missing, False)), agg
+
+
+async def contact_list(
+    s: AsyncSession, p: Principal, args: PageArgs, shape: Shape, *, where: Any = None,
+    order: Sequence[tuple[str, bool]] | None = None, search: str | None = None,
+) -> dict[str, Any] | None:
+    """The contacts connection `shape` describes, as `list_contacts` and the resolvers give it;
+    None when an edge ends at something the statement cannot show (a record, a missing node).
+    Raises NotPlannable for a shape it cannot build, and the services' errors for bad input."""
+    ws = p.require(contacts.READ)
+    if not args.size:
+        raise NotPlannable("empty page")  # paginate reads nothing then
+    keys = contacts.sort_keys(order)
+    page = window(contacts.contacts_query(p, where=where, order=order, search=search, entity=False), keys, args)
+    c = page.add_columns(func.row_number().over(order_by=order_terms(keys, args.backward)).label("_rn")).subquery("c")
+
+    edges = next((o for o in shape if o.name == "edges"), None)
+    node_shape = next((o.value for o in (edges.value if edges else ()) if o.name == "node"), None)
+    values = [c.c[name] for name in ("id", "full_name", "created_at", "updated_at", "sort_last_contact_at", "sort_strength")
+              if name in c.c]
+    columns: list[Any] = [*values, c.c._rn]
+    if node_shape is not None:
+        from_: Any = c
+        pairs, missing = [], []
+        for out in node_shape:
+            if out.name == "relationships":
+                (json, flag), lateral = _edges(ws, c, c.c.id, out.value)
+                from_ = from_.join(lateral, true())
+                pairs.append((out.key, json))
+                missing.append(flag)
+            else:
+                pairs.append((out.key, _column("Contact", CONTACT_FIELDS, c.c, out)))
+        columns += [func.cast(_object(pairs), Text).label("node"), or_(false(), *missing).label("missing")]
+        stmt = select(*columns).select_from(from_)
+    else:
+        stmt = select(*columns).select_from(c)
+    stmt = stmt.order_by(c.c._rn)
+    wants_total = any(o.name == "totalCount" for o in shape)
+    if wants_total:
+        base = contacts.contacts_query(p, where=where, order=order, search=search, entity=False).order_by(None)
+        total = select(func.count().label("total")).select_from(base.subquery()).subquery("t")
+        rows_of = stmt.lateral("p")
+        stmt = select(total.c.total, rows_of).select_from(total.outerjoin(rows_of, true())).order_by(rows_of.c._rn)
+
+    rows = list((await s.execute(stmt)).all())
+    total_count = rows[0].total if wants_total else None
+    rows = [r for r in rows if r._rn is not None]
+    if node_shape is not None and any(r.missing for r in rows):
+        return None
+
+    async def no_count() -> int:
+        raise AssertionError("counted in the statement")
+
+    result = page_of(rows, keys, args, no_count)
+    page_info = {"hasNextPage": result.has_next_page, "hasPreviousPage": result.has_previous_page,
+                 "startCursor": result.start_cursor, "endCursor": result.end_cursor}
+
+    def edge(row: Any, cursor: str) -> dict[str, Any]:
+        return {o.key: cursor if o.name == "cursor" else orjson.loads(row.node) if o.name == "node" else _constant(o)
+                for o in edges.value}  # type: ignore[union-attr]
+
+    out: dict[str, Any] = {}
+    for o in shape:
+        if o.name == "edges":
+            out[o.key] = [edge(r, cursor) for r, cursor in zip(result.items, result.cursors, strict=True)]
+        elif o.name == "pageInfo":
+            out[o.key] = {i.key: page_info[i.name] if i.name in page_info else _constant(i) for i in o.value}
+        elif o.name == "totalCount":
+            out[o.key] = int(total_count or 0)
+        else:
+            out[o.key] = _constant(o)
+    return out
+
+
+def _constant(out: Out) -> Any:
+    if out.name != "=":
+        raise NotPlannable(out.name)
+    return out.value

@@ -1,0 +1,446 @@
+"""Imports: starting them (validated synchronously, payload stored) and importing one batch.
+
+The target registry maps each ImportTarget to the domain service function that upserts a batch
+of raw items by (source, remoteId) and answers one `ItemOutcome` per item. Functions are looked
+up when used, so a target whose service is not there yet refuses imports with a user error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import Job, JobPayloadChunk, Source
+from app.jobs.adapters import (
+    ADAPTERS,
+    BadItem,
+    Entry,
+    PayloadError,
+    csv_entries,
+    csv_header,
+    csv_rows,
+    json_entry,
+    json_items,
+    parse_json,
+    parse_mapping,
+)
+from app.services import ids, jobs
+from app.services.access import Principal
+from app.services.batch import ItemOutcome
+from app.services.errors import Invalid, Problem, not_found
+
+log = logging.getLogger("ctxgraph.imports")
+
+CHUNK_BYTES = 1024 * 1024
+ImportFn = Callable[..., Awaitable[list[ItemOutcome]]]
+
+
+@dataclass(frozen=True)
+class Target:
+    scope: str
+    "(module, function) places to find the import function, first found wins."
+    locations: tuple[tuple[str, str], ...]
+    needs_object_type: bool = False
+
+    def function(self) -> ImportFn | None:
+        for module_name, name in self.locations:
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError:
+                continue
+            fn = getattr(module, name, None)
+            if fn is not None:
+                return fn  # type: ignore[no-any-return]
+        return None
+
+
+TARGETS: dict[str, Target] = {
+    "CONTACTS": Target("contacts:write", (("app.services.contacts", "import_contacts"),)),
+    "ACTIVITY": Target(
+        "contacts:write", (("app.services.activity", "import_activity"), ("app.services.contacts", "import_activity"))
+    ),
+    "RECORDS": Target("records:write", (("app.services.records", "import_records"),), needs_object_type=True),
+    "DOCUMENTS": Target("documents:write", (("app.services.documents", "import_documents"),)),
+}
+"Rebuilds derived relationship edges and intelligence: fn(session, principal) -> counts."
+RECOMPUTE = Target(
+    "contacts:write",
+    (("app.services.relationships", "recompute_relationships"), ("app.services.activity", "recompute_relationships"),
+     ("app.services.contacts", "recompute_relationships")),
+)
+OBJECT_TYPE_LOOKUPS = (("app.services.object_types", "object_types_by_id"), ("app.services.records", "object_types_by_id"))
+
+
+class Readable(Protocol):
+    async def read(self, size: int = -1) -> bytes: ...
+
+
+def _invalid(message: str, field: Sequence[str], code: str = "INVALID") -> Invalid:
+    return Invalid(Problem(message, code, tuple(field)))
+
+
+async def _source_id(s: AsyncSession, ws: uuid.UUID, global_id: str | None, field: tuple[str, ...]) -> uuid.UUID | None:
+    if global_id is None:
+        return None
+    source_id = ids.decode_as(global_id, "Source")
+    found = await s.scalar(select(Source.id).where(Source.workspace_id == ws, Source.id == source_id)) if source_id else None
+    if found is None:
+        raise not_found("Source", field)
+    return found
+
+
+async def _object_type_id(s: AsyncSession, p: Principal, global_id: str | None) -> uuid.UUID | None:
+    if global_id is None:
+        return None
+    object_type_id = ids.decode_as(global_id, "ObjectType")
+    lookup = Target("records:read", OBJECT_TYPE_LOOKUPS).function()
+    if object_type_id is None or (lookup is not None and object_type_id not in await lookup(s, p, [object_type_id])):
+        raise not_found("Object type", ("input", "objectTypeId"))
+    return object_type_id
+
+
+def check_target(p: Principal, target: str, adapter: str, object_type_id: str | None) -> Target:
+    """The rules that need no database: target known and available, adapter fits, scopes held."""
+    p.require(jobs.WRITE)
+    spec = TARGETS.get(target)
+    if spec is None:
+        raise _invalid(f"Unknown import target {target}", ("input", "target"))
+    p.require(spec.scope)
+    if spec.function() is None:
+        raise _invalid(f"Imports into {target} are not available on this server yet", ("input", "target"))
+    if adapter not in ADAPTERS:
+        raise _invalid(f"Unknown adapter {adapter}", ("input", "adapter"))
+    if adapter == "CONTENT_HUB" and target != "DOCUMENTS":
+        raise _invalid("CONTENT_HUB imports documents only: use target DOCUMENTS", ("input", "adapter"))
+    if spec.needs_object_type and object_type_id is None:
+        raise _invalid("objectTypeId is required to import records", ("input", "objectTypeId"), "REQUIRED")
+    if not spec.needs_object_type and object_type_id is not None:
+        raise _invalid(f"objectTypeId applies to RECORDS only, not {target}", ("input", "objectTypeId"))
+    return spec
+
+
+async def start_import(
+    s: AsyncSession, p: Principal, *, target: str, adapter: str, object_type_id: str | None = None,
+    source_id: str | None = None, data: Any = None, file: Readable | None = None, field_mapping: Any = None,
+) -> Job:
+    """Validate, store the job and its payload; the caller commits, then sends the message."""
+    check_target(p, target, adapter, object_type_id)
+    ws = p.require(jobs.WRITE)
+    if data is None and file is None:
+        raise _invalid("Give the payload as data or as a file", ("input", "data"), "REQUIRED")
+    if data is not None and file is not None:
+        raise _invalid("Give either data or a file, not both", ("input", "file"))
+    if field_mapping is not None and adapter != "CSV":
+        raise _invalid("fieldMapping applies to CSV imports only", ("input", "fieldMapping"))
+    job = jobs.new_job(
+        p, ws, "IMPORT", target=target, adapter=adapter, object_type_id=await _object_type_id(s, p, object_type_id),
+        source_id=await _source_id(s, ws, source_id, ("input", "sourceId")),
+        params={"fieldMapping": field_mapping} if field_mapping is not None else {},
+        payload_format="csv" if adapter == "CSV" else "json",
+    )
+    job.payload_job_id = job.id
+    s.add(job)
+    await s.flush()
+    try:
+        job.total = await store_payload(s, job, _chunks_of(data, file))
+    except PayloadError as exc:
+        given = ("input", "file" if file is not None else "data")
+        raise _invalid(exc.message, given if exc.field in (("input", "data"), ("input", "file")) else exc.field) from None
+    job.params = {**job.params, "payload_total": job.total} if job.total is not None else job.params
+    await s.flush()
+    await s.refresh(job)
+    return job
+
+
+async def _chunks_of(data: Any, file: Readable | None) -> AsyncIterator[bytes]:
+    if file is not None:
+        while chunk := await file.read(CHUNK_BYTES):
+            yield chunk
+        return
+    raw = data.encode() if isinstance(data, str) else json.dumps(data).encode()
+    for start in range(0, len(raw), CHUNK_BYTES):
+        yield raw[start:start + CHUNK_BYTES]
+
+
+async def store_payload(s: AsyncSession, job: Job, chunks: AsyncIterator[bytes]) -> int | None:
+    """Store the payload in chunks after checking it as a whole; the item count when known
+    without reading it all (JSON: yes; CSV: counted by the worker)."""
+    seq = 0
+    if job.adapter == "CSV":
+        first = True
+        async for chunk in chunks:
+            if first:
+                parse_mapping(job.params.get("fieldMapping"), csv_header(chunk))
+                first = False
+            await s.execute(insert(JobPayloadChunk).values(job_id=job.id, workspace_id=job.workspace_id, seq=seq, data=chunk))
+            seq += 1
+        if first:
+            raise PayloadError("The CSV is empty", ("input", "file"))
+        return None
+    parts = [chunk async for chunk in chunks]
+    payload = b"".join(parts)
+    if not payload.strip():
+        raise PayloadError("The payload is empty", ("input", "data"))
+    count = len(json_items(job.adapter or "", parse_json(payload)))
+    for start in range(0, len(payload), CHUNK_BYTES):
+        await s.execute(insert(JobPayloadChunk).values(
+            job_id=job.id, workspace_id=job.workspace_id, seq=seq, data=payload[start:start + CHUNK_BYTES]
+        ))
+        seq += 1
+    return count
+
+
+# ---------------------------------------------------------------- sync and recompute jobs
+
+async def sync_source(s: AsyncSession, p: Principal, source_id: uuid.UUID | None) -> Job:
+    """A SYNC_SOURCE job re-importing a FILE source's file with its import spec."""
+    ws = p.require(jobs.WRITE)
+    p.require("sources:write")
+    source = await s.scalar(select(Source).where(Source.workspace_id == ws, Source.id == source_id)) if source_id else None
+    if source is None:
+        raise not_found("Source")
+    if source.status == "PAUSED":
+        raise _invalid("The source is paused: resume it first", ("id",), "CONFLICT")
+    if source.provider == "API":
+        raise _invalid("API sources are push-only: send their data with startImport or the mutations", ("id",))
+    if source.provider != "FILE":
+        raise _invalid(f"{source.provider} sources have no connector on this server yet", ("id",))
+    config = source.config or {}
+    spec = config.get("import") if isinstance(config.get("import"), dict) else None
+    if not isinstance(config.get("file"), str) or not config["file"].strip() or spec is None:
+        raise _invalid(
+            "A FILE source needs config {file: path or http(s) URL, import: {target, adapter, fieldMapping?, objectTypeId?}}",
+            ("id",),
+        )
+    target, adapter = str(spec.get("target", "")), str(spec.get("adapter", ""))
+    object_type = spec.get("objectTypeId")
+    check_target(p, target, adapter, object_type)
+    job = jobs.new_job(
+        p, ws, "SYNC_SOURCE", source_id=source.id, target=target, adapter=adapter,
+        object_type_id=await _object_type_id(s, p, object_type),
+        params={"file": config["file"].strip(), "fieldMapping": spec.get("fieldMapping")},
+        payload_format="csv" if adapter == "CSV" else "json",
+    )
+    job.payload_job_id = job.id
+    s.add(job)
+    await s.flush()
+    await s.refresh(job)
+    return job
+
+
+async def recompute_relationships(s: AsyncSession, p: Principal) -> Job:
+    ws = p.require(jobs.WRITE)
+    p.require(RECOMPUTE.scope)
+    if RECOMPUTE.function() is None:
+        raise _invalid("Relationship recompute is not available on this server yet", ())
+    job = jobs.new_job(p, ws, "RECOMPUTE_RELATIONSHIPS")
+    s.add(job)
+    await s.flush()
+    await s.refresh(job)
+    return job
+
+
+async def run_recompute(s: AsyncSession, p: Principal) -> dict[str, Any]:
+    fn = RECOMPUTE.function()
+    if fn is None:
+        raise RuntimeError("relationship recompute is not available")
+    counts = await fn(s, p)
+    return dict(counts) if isinstance(counts, dict) else {}
+
+
+def open_sync_file(location: str, root: Path) -> Iterator[bytes]:
+    """The bytes of a sync source's file, in chunks: an http(s) URL, or a path under `root`."""
+    if location.startswith(("http://", "https://")):
+        import urllib.request
+
+        with urllib.request.urlopen(location, timeout=60) as response:  # noqa: S310 - scheme checked
+            while chunk := response.read(CHUNK_BYTES):
+                yield chunk
+        return
+    path = (root / location).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise PayloadError(f"The file must be under {root}", ("config", "file"))
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            yield chunk
+
+
+# ---------------------------------------------------------------- the worker's side
+
+def job_principal(job: Job, scope: str) -> Principal:
+    """Who a job acts as: its starter, with just the scopes its work needs."""
+    return Principal(
+        user_id=job.user_id, api_key_id=job.api_key_id, workspace_id=job.workspace_id, member_id=job.created_by_id,
+        scopes=frozenset({scope, scope.replace(":write", ":read"), jobs.READ}),
+    )
+
+
+async def payload_chunks(s: AsyncSession, job: Job) -> AsyncIterator[bytes]:
+    """The stored payload, a chunk per statement."""
+    seq = 0
+    while True:
+        chunk = await s.scalar(select(JobPayloadChunk.data).where(
+            JobPayloadChunk.workspace_id == job.workspace_id, JobPayloadChunk.job_id == job.payload_job_id,
+            JobPayloadChunk.seq == seq,
+        ))
+        if chunk is None:
+            return
+        yield chunk
+        seq += 1
+
+
+async def has_payload(s: AsyncSession, job: Job) -> bool:
+    return bool(await s.scalar(select(func.count()).select_from(JobPayloadChunk).where(
+        JobPayloadChunk.workspace_id == job.workspace_id, JobPayloadChunk.job_id == job.payload_job_id
+    )))
+
+
+def selection(job: Job) -> tuple[frozenset[int], int | None]:
+    """The payload indexes this job imports: explicit ones, then all from rest_from on."""
+    return frozenset(job.params.get("indexes") or []), job.params.get("rest_from", 0)
+
+
+async def spool_payload(s: AsyncSession, job: Job, spool: IO[bytes]) -> None:
+    """Copy the stored payload to `spool` (a temporary file): parsed from there, a large CSV is
+    never held in memory whole."""
+    async for chunk in payload_chunks(s, job):
+        spool.write(chunk)
+    spool.seek(0)
+
+
+def entries(job: Job, spool: IO[bytes]) -> Iterator[tuple[int, Entry]]:
+    """(payload index, entry) of every item this job imports, in order, read from the spool."""
+    chosen, rest_from = selection(job)
+
+    def wanted(index: int) -> bool:
+        return index in chosen or (rest_from is not None and index >= rest_from)
+
+    spool.seek(0)
+    if job.payload_format == "csv":
+        parsed = csv_entries(csv_rows(iter(lambda: spool.read(CHUNK_BYTES), b"")), job.params.get("fieldMapping"))
+        return ((i, e) for i, e in enumerate(parsed) if wanted(i))
+    items = json_items(job.adapter or "", parse_json(spool.read()))
+    return ((i, json_entry(job.adapter or "", raw)) for i, raw in enumerate(items) if wanted(i))
+
+
+def _transient(exc: BaseException) -> bool:
+    """Errors a later attempt may not meet: connections lost, statement timeouts, deadlocks."""
+    return isinstance(exc, (OperationalError, InterfaceError))
+
+
+async def _call(fn: ImportFn, s: AsyncSession, p: Principal, job: Job, items: list[dict[str, Any]]) -> list[ItemOutcome]:
+    if TARGETS[job.target or ""].needs_object_type:
+        return await fn(s, p, job.object_type_id, items, job.source_id, 0)
+    return await fn(s, p, items, job.source_id, 0)
+
+
+async def import_batch(s: AsyncSession, job: Job, batch: list[tuple[int, Entry]]) -> list[ItemOutcome]:
+    """Import one batch in the caller's transaction; one outcome per entry, in order, each with
+    its payload index. An item the target function cannot take fails alone."""
+    spec = TARGETS[job.target or ""]
+    fn = spec.function()
+    if fn is None:
+        raise RuntimeError(f"imports into {job.target} are not available")
+    p = job_principal(job, spec.scope)
+    outcomes: dict[int, ItemOutcome] = {}
+    good: list[tuple[int, dict[str, Any]]] = []
+    for index, entry in batch:
+        if isinstance(entry, BadItem):
+            outcomes[index] = ItemOutcome(index, "FAILED", entry.remote_id, None, entry.error)
+        else:
+            good.append((index, entry))
+    if good:
+        try:
+            async with s.begin_nested():
+                results = await _call(fn, s, p, job, [item for _, item in good])
+            _collect(outcomes, good, results)
+        except Exception as exc:  # noqa: BLE001 - isolate the item that breaks the batch
+            if _transient(exc):
+                raise
+            log.warning("a batch of job %s failed as a whole; importing its items one by one", job.id, exc_info=True)
+            for index, item in good:
+                try:
+                    async with s.begin_nested():
+                        _collect(outcomes, [(index, item)], await _call(fn, s, p, job, [item]))
+                except Exception as item_exc:  # noqa: BLE001
+                    if _transient(item_exc):
+                        raise
+                    log.exception("item %d of job %s failed", index, job.id)
+                    remote = item.get("id") if isinstance(item.get("id"), str) else None
+                    outcomes[index] = ItemOutcome(index, "FAILED", remote, None, "Internal error while importing the item")
+    return [outcomes[index] for index, _ in batch]
+
+
+def _collect(outcomes: dict[int, ItemOutcome], good: list[tuple[int, dict[str, Any]]], results: list[ItemOutcome]) -> None:
+    """Results come in item order; their index (relative to the batch) is mapped to the payload's."""
+    for position, result in enumerate(results):
+        at = result.index if 0 <= result.index < len(good) else position
+        index = good[at][0]
+        outcomes[index] = ItemOutcome(index, result.outcome, result.remote_id, result.node, result.error)
+    for index, item in good:
+        if index not in outcomes:
+            outcomes[index] = ItemOutcome(index, "FAILED", None, None, "The import gave no outcome for the item")
+
+
+_INSERT_ITEMS = text(
+    "INSERT INTO job_items (job_id, workspace_id, idx, remote_id, status, outcome, node_type, node_id, error) "
+    "SELECT CAST(:job AS uuid), CAST(:ws AS uuid), x.* FROM unnest(CAST(:idx AS integer[]), CAST(:remote AS text[]), "
+    "CAST(:status AS text[]), CAST(:outcome AS text[]), CAST(:node_type AS text[]), CAST(:node_id AS uuid[]), "
+    "CAST(:error AS text[])) AS x ON CONFLICT (job_id, idx) DO NOTHING"
+)
+
+
+async def save_items(s: AsyncSession, job: Job, outcomes: list[ItemOutcome]) -> None:
+    """A batch's outcomes in one statement (one array per column)."""
+    if not outcomes:
+        return
+    await s.execute(_INSERT_ITEMS, {
+        "job": job.id, "ws": job.workspace_id, "idx": [o.index for o in outcomes],
+        "remote": [o.remote_id for o in outcomes], "status": [jobs.ITEM_STATUS[o.outcome] for o in outcomes],
+        "outcome": [o.outcome for o in outcomes], "node_type": [o.node[0] if o.node else None for o in outcomes],
+        "node_id": [o.node[1] if o.node else None for o in outcomes], "error": [o.error for o in outcomes],
+    })
+
+
+def tally(job: Job, outcomes: list[ItemOutcome]) -> dict[str, Any]:
+    """The job's new counters after `outcomes`."""
+    counts = {key: int(job.counts.get(key, 0)) for key in jobs.COUNT_KEYS}
+    successful, failed, skipped = job.successful, job.failed, job.skipped
+    for o in outcomes:
+        counts[o.outcome.lower()] += 1
+        status = jobs.ITEM_STATUS[o.outcome]
+        successful += status == "SUCCESS"
+        failed += status == "FAILED"
+        skipped += status == "SKIPPED"
+    return {
+        "counts": counts, "successful": successful, "failed": failed, "skipped": skipped,
+        "processed": successful + failed + skipped, "checkpoint": job.checkpoint + len(outcomes),
+    }
+
+
+async def pending_fetches(s: AsyncSession, job: Job, outcomes: list[ItemOutcome]) -> list[uuid.UUID]:
+    """Documents of the batch that wait for their url to be fetched (sent after commit)."""
+    if job.target != "DOCUMENTS":
+        return []
+    from app.services import documents
+
+    return await documents.pending_fetches(s, job_principal(job, TARGETS["DOCUMENTS"].scope), outcomes)
+
+
+async def mark_sync(s: AsyncSession, job: Job, *, started: bool, message: str | None = None) -> None:
+    """Keep a synced source's lastSync* fields current."""
+    if job.kind != "SYNC_SOURCE" or job.source_id is None:
+        return
+    values: dict[str, Any] = {"last_sync_status_message": message}
+    values["last_sync_started_at" if started else "last_sync_finished_at"] = func.now()
+    await s.execute(update(Source).where(Source.workspace_id == job.workspace_id, Source.id == job.source_id).values(**values))

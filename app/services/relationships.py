@@ -1,0 +1,724 @@
+"""Relationships: typed, weighted edges between any two nodes of a workspace.
+
+Endpoints are stored as (type name, uuid); each node type registers how to fetch its live rows
+(`register_endpoint`), which checks that an endpoint exists and loads the other end of an edge.
+Manual edges carry the weight they were given. Derived edges (shared_thread,
+shared_calendar_event) are kept from activity between contacts that share a conversation, and
+weigh by their counts and recency when read. same_company / same_domain edges are not stored:
+they are computed on read, weigh 0, and appear only where their kinds are asked for.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement, Select, and_, case, cast, delete, false, func, literal, null, or_, select, text, true, union_all,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID, insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+from sqlalchemy.types import DateTime, Text
+
+from app.db.models import Contact, ContactIntelligence, ConversationParticipant, Relationship
+from app.services import contacts, filters, ids
+from app.services.access import Principal
+from app.services.errors import BadInput, Invalid, Problem, not_found
+from app.services.intelligence import edge_weight
+from app.services.pagination import Page, PageArgs, SortKey, encode_cursor, paginate
+
+READ, WRITE = contacts.READ, contacts.WRITE
+DERIVED = frozenset({"shared_thread", "shared_calendar_event"})
+VIRTUAL = frozenset({"same_company", "same_domain"})
+KIND = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+DEFAULT_MANUAL_WEIGHT = 0.5
+PUBLIC_MAIL_DOMAINS = frozenset({
+    "gmail.com", "googlemail.com", "yahoo.com", "hotmail.com", "outlook.com", "live.com", "msn.com", "icloud.com",
+    "me.com", "aol.com", "proton.me", "protonmail.com", "gmx.com", "gmx.de", "mail.com", "yandex.ru", "qq.com",
+    "163.com", "web.de",
+})
+
+Fetch = Callable[[AsyncSession, Principal, list[uuid.UUID]], Awaitable[dict[uuid.UUID, Any]]]
+_ENDPOINTS: dict[str, Fetch] = {}
+
+
+def register_endpoint(type_name: str, fetch: Fetch) -> None:
+    """`fetch(session, principal, uuids) -> {uuid: live row}` of a node type edges may join."""
+    _ENDPOINTS[type_name] = fetch
+
+
+def endpoint_fetch(type_name: str) -> Fetch | None:
+    return _ENDPOINTS.get(type_name)
+
+
+register_endpoint("Contact", contacts.live_contacts_by_id)
+
+# The weight a row has when read: derived edges by counts and recency, others as stored.
+WEIGHT = case(
+    (Relationship.kind.in_(DERIVED), func.ctx_edge_weight(
+        Relationship.shared_thread_count + Relationship.shared_calendar_count, Relationship.last_seen_at
+    )),
+    else_=Relationship.weight,
+)
+
+
+def weight_of(row: Relationship, now: datetime) -> float:
+    """As WEIGHT, in Python, for a row already loaded."""
+    if row.kind in DERIVED:
+        return edge_weight(row.shared_thread_count + row.shared_calendar_count, row.last_seen_at, now)
+    return 0.0 if row.kind in VIRTUAL else row.weight
+
+
+# ---------------------------------------------------------------- pages of many parents at once
+
+
+def _ordered(keys: Sequence[SortKey]) -> list[Any]:
+    return [
+        (k.expr.desc().nulls_first() if k.descending else k.expr.asc().nulls_last()) for k in keys
+    ]
+
+
+async def first_pages(
+    s: AsyncSession, entity: Any, stmt: Select[Any], owner: ColumnElement[Any], keys: Sequence[SortKey], size: int,
+    owner_of: Callable[[Any], Any] | None, parents: Iterable[Any],
+) -> dict[Any, Page[Any]]:
+    """The first `size` rows of `stmt` for each parent, in one statement (a window per parent);
+    cursors are those `paginate` reads, so later pages come from it."""
+    ranked = stmt.add_columns(
+        owner.label("_owner"), func.row_number().over(partition_by=owner, order_by=_ordered(keys)).label("_rn")
+    ).subquery("ranked")
+    row_entity = aliased(entity, ranked)
+    result = await s.execute(
+        select(row_entity, ranked.c._owner).where(ranked.c._rn <= size + 1).order_by(ranked.c._owner, ranked.c._rn)
+    )
+    grouped: dict[Any, list[Any]] = defaultdict(list)
+    for row, parent in result:
+        grouped[parent].append(row)
+    pages: dict[Any, Page[Any]] = {}
+    for parent in parents:
+        rows = grouped.get(parent, [])
+        items = rows[:size]
+        pages[parent] = Page(
+            items=items, cursors=[encode_cursor([k.value(r) for k in keys]) for r in items],
+            has_next_page=len(rows) > size, has_previous_page=False, count=_unset_count,
+        )
+    return pages
+
+
+async def _unset_count() -> int:
+    raise RuntimeError("the schema layer sets the count of a batched page")
+
+
+# ---------------------------------------------------------------- edges of nodes (Contact.relationships...)
+
+
+def _uuid_list(values: Sequence[uuid.UUID]) -> Any:
+    return cast(list(values), ARRAY(UUID(as_uuid=True)))
+
+
+def _virtual(ws: uuid.UUID, kind: str, owners: Any) -> Select[Any]:
+    """same_company / same_domain edges of the owner contacts, as relationship-shaped rows."""
+    a, b = aliased(Contact), aliased(Contact)
+    if kind == "same_company":
+        key_a, key_b = func.lower(a.company), func.lower(b.company)
+        present = a.company.is_not(None)
+    else:
+        key_a, key_b = func.split_part(a.email, "@", 2), func.split_part(b.email, "@", 2)
+        present = and_(a.email.is_not(None), key_a.not_in(PUBLIC_MAIL_DOMAINS))
+    low, high = func.least(cast(a.id, Text), cast(b.id, Text)), func.greatest(cast(a.id, Text), cast(b.id, Text))
+    return (
+        select(
+            cast(func.md5(literal(kind) + low + high), UUID(as_uuid=True)).label("id"), a.workspace_id,
+            literal(kind).label("kind"), literal("Contact").label("source_type"), a.id.label("source_id"),
+            literal("Contact").label("target_type"), b.id.label("target_id"), literal(0.0).label("weight"),
+            literal(0).label("shared_thread_count"), literal(0).label("shared_calendar_count"),
+            cast(null(), DateTime(timezone=True)).label("last_seen_at"), true().label("is_active"),
+            cast(literal("{}"), JSONB).label("metadata"), func.greatest(a.created_at, b.created_at).label("created_at"),
+            owners.c.id.label("owner"),
+        )
+        .select_from(owners)
+        .join(a, a.id == owners.c.id)
+        .join(b, and_(b.workspace_id == a.workspace_id, key_b == key_a, b.id != a.id, b.deleted_at.is_(None)))
+        .where(a.workspace_id == ws, a.deleted_at.is_(None), present)
+    )
+
+
+def touching(node_type: str, owner: Any, direction: str) -> ColumnElement[bool]:
+    """Stored edges with `owner` (a uuid or uuid column) of `node_type` at the end(s) `direction` names."""
+    R = Relationship
+    touches = []
+    if direction in ("OUTGOING", "BOTH"):
+        touches.append(and_(R.source_type == node_type, R.source_id == owner))
+    if direction in ("INCOMING", "BOTH"):
+        touches.append(and_(R.target_type == node_type, R.target_id == owner))
+    return or_(*touches)
+
+
+def stored_kinds(kinds: Sequence[str] | None) -> ColumnElement[bool]:
+    """Stored edges of the kinds asked for (all without any; virtual kinds are not stored)."""
+    if not kinds:
+        return true()
+    wanted = [k for k in kinds if k not in VIRTUAL]
+    return Relationship.kind.in_(wanted) if wanted else false()
+
+
+def node_edges(ws: uuid.UUID, node_type: str, owners: Sequence[uuid.UUID], direction: str, kinds: Sequence[str] | None) -> tuple[Any, Any, Any]:
+    """(entity, owner column, statement) of the edges of `owners` (nodes of `node_type`)."""
+    o = func.unnest(_uuid_list(owners)).table_valued("id").render_derived(name="o")
+    R = Relationship
+    columns = [c for c in R.__table__.c]
+    stored = (select(*columns, o.c.id.label("owner")).select_from(o).join(R, touching(node_type, o.c.id, direction))
+              .where(R.workspace_id == ws, stored_kinds(kinds)))
+    wanted = set(kinds or [])
+    parts: list[Any] = [stored]
+    if node_type == "Contact":
+        parts += [_virtual(ws, kind, o) for kind in sorted(VIRTUAL & wanted)]
+    edges = union_all(*parts).subquery("edges") if len(parts) > 1 else stored.subquery("edges")
+    entity = aliased(Relationship, edges)
+    return entity, edges.c.owner, select(entity)
+
+
+def _edge_keys(entity: Any) -> list[SortKey]:
+    return [SortKey(entity.created_at, lambda r: r.created_at), SortKey(entity.id, lambda r: r.id)]
+
+
+async def node_relationships(
+    s: AsyncSession, p: Principal, node_type: str, node_id: uuid.UUID, args: PageArgs, *,
+    direction: str = "BOTH", kinds: Sequence[str] | None = None,
+) -> Page[Relationship]:
+    """One node's edges, oldest first."""
+    ws = p.require(READ)
+    entity, owner, stmt = node_edges(ws, node_type, [node_id], direction, kinds)
+    return await paginate(s, stmt, _edge_keys(entity), args)
+
+
+async def first_relationship_pages(s: AsyncSession, p: Principal, keys: list[tuple[Any, ...]]) -> dict[Any, Page[Relationship]]:
+    """Loader fetch: first pages of many nodes' edges; key (type, id, direction, kinds, size)."""
+    ws = p.require(READ)
+    groups: dict[tuple[Any, ...], list[uuid.UUID]] = defaultdict(list)
+    for node_type, node_id, direction, kinds, size in keys:
+        groups[(node_type, direction, kinds, size)].append(node_id)
+    out: dict[Any, Page[Relationship]] = {}
+    for (node_type, direction, kinds, size), node_ids in groups.items():
+        entity, owner, stmt = node_edges(ws, node_type, node_ids, direction, kinds)
+        pages = await first_pages(s, entity, stmt, owner, _edge_keys(entity), size, None, node_ids)
+        out.update({(node_type, n, direction, kinds, size): page for n, page in pages.items()})
+    return out
+
+
+async def count_relationships(s: AsyncSession, p: Principal, keys: list[tuple[Any, ...]]) -> dict[Any, int]:
+    """Loader fetch: how many edges each node has; key (type, id, direction, kinds)."""
+    ws = p.require(READ)
+    groups: dict[tuple[Any, ...], list[uuid.UUID]] = defaultdict(list)
+    for node_type, node_id, direction, kinds in keys:
+        groups[(node_type, direction, kinds)].append(node_id)
+    out: dict[Any, int] = {}
+    for (node_type, direction, kinds), node_ids in groups.items():
+        _, owner, _ = node_edges(ws, node_type, node_ids, direction, kinds)
+        found = dict((await s.execute(select(owner, func.count()).group_by(owner))).all())
+        out.update({(node_type, n, direction, kinds): found.get(n, 0) for n in node_ids})
+    return out
+
+
+async def relationships_by_id(s: AsyncSession, p: Principal, rel_ids: list[uuid.UUID]) -> dict[uuid.UUID, Relationship]:
+    ws = p.require(READ)
+    rows = await s.scalars(select(Relationship).where(Relationship.workspace_id == ws, Relationship.id.in_(rel_ids)))
+    return {r.id: r for r in rows}
+
+
+# ---------------------------------------------------------------- the relationships query
+
+
+def _node_filter(f: Any) -> ColumnElement[bool]:
+    """IDFilter on either endpoint, for ids of any node type."""
+    R = Relationship
+
+    def touching(global_ids: Sequence[str]) -> ColumnElement[bool]:
+        terms = []
+        for gid in global_ids:
+            type_name, id_ = ids.decode(gid)
+            terms.append(or_(and_(R.source_type == type_name, R.source_id == id_),
+                             and_(R.target_type == type_name, R.target_id == id_)))
+        return or_(false(), *terms)
+
+    terms: list[ColumnElement[bool]] = []
+    if f.eq is not None:
+        terms.append(touching([f.eq]))
+    if f.in_ is not None:
+        terms.append(touching(f.in_))
+    if f.is_null is not None:
+        terms.append(false() if f.is_null else true())
+    return and_(true(), *terms)
+
+
+FILTER_FIELDS: filters.FieldMap = {
+    "kind": filters.string(Relationship.kind),
+    "node_id": _node_filter,
+    "weight": filters.comparable(WEIGHT),
+    "is_active": lambda flag: Relationship.is_active.is_(bool(flag)),
+    "last_seen_at": filters.comparable(Relationship.last_seen_at),
+}
+SORTS = {
+    "WEIGHT": (WEIGHT, lambda r: r.weight, False),  # read back per request: see list_relationships
+    "CREATED_AT": (Relationship.created_at, lambda r: r.created_at, False),
+    "LAST_SEEN_AT": (Relationship.last_seen_at, lambda r: r.last_seen_at, True),
+}
+
+
+async def list_relationships(
+    s: AsyncSession, p: Principal, args: PageArgs, *, where: Any = None, order: Sequence[tuple[str, bool]] | None = None,
+) -> Page[Relationship]:
+    """Stored edges (manual and derived), strongest first by default."""
+    ws = p.require(READ)
+    query = select(Relationship).where(Relationship.workspace_id == ws)
+    if where is not None:
+        query = query.where(filters.compile_filter(where, FILTER_FIELDS))
+    order = list(order or [("WEIGHT", True)])
+    keys: list[SortKey] = []
+    for name, desc in order:
+        expr, value, nullable = SORTS[name]
+        if name == "WEIGHT":
+            now = datetime.now(UTC)
+            value = lambda r, now=now: weight_of(r, now)  # noqa: E731 - read back as SQL computed it
+        keys.append(SortKey(expr, value, descending=desc, nullable=nullable))
+    keys.append(SortKey(Relationship.id, lambda r: r.id, descending=keys[-1].descending))
+    return await paginate(s, query, keys, args)
+
+
+# ---------------------------------------------------------------- writing
+
+
+@dataclass
+class EdgeDraft:
+    path: tuple[str, ...]
+    source: tuple[str, uuid.UUID] | None
+    target: tuple[str, uuid.UUID] | None
+    kind: str
+    weight: float
+    metadata: dict[str, Any]
+
+
+def _endpoint(gid: str, path: tuple[str, ...], problems: list[Problem]) -> tuple[str, uuid.UUID] | None:
+    try:
+        type_name, id_ = ids.decode(gid)
+    except BadInput:
+        type_name, id_ = "", uuid.UUID(int=0)
+    if type_name not in _ENDPOINTS:
+        problems.append(Problem("Node not found", "NOT_FOUND", path))
+        return None
+    return type_name, id_
+
+
+def _check_kind(kind: Any, path: tuple[str, ...]) -> Problem | None:
+    if not isinstance(kind, str) or not KIND.match(kind):
+        return Problem("kind must be lower-case letters, digits and _ (e.g. works_with)", "INVALID", path)
+    if kind in DERIVED | VIRTUAL:
+        return Problem(f"{kind} edges are derived from activity, not created by hand", "INVALID", path)
+    return None
+
+
+def _check_weight(weight: Any, path: tuple[str, ...]) -> Problem | None:
+    if not isinstance(weight, int | float) or math.isnan(weight) or not 0 <= weight <= 1:
+        return Problem("weight must be between 0 and 1", "INVALID", path)
+    return None
+
+
+async def create_relationships(s: AsyncSession, p: Principal, inputs: list[dict[str, Any]], path: tuple[str, ...]) -> list[Relationship]:
+    """All or nothing: every input's problems are reported, under `path` + its index when
+    several. Inputs: sourceId, targetId (global ids of any registered node type), kind, weight, metadata."""
+    ws = p.require(WRITE)
+    problems: list[Problem] = []
+    drafts: list[EdgeDraft] = []
+    for i, item in enumerate(inputs):
+        at = (*path, str(i)) if len(inputs) > 1 or path == ("inputs",) else path
+        found: list[Problem] = []
+        source = _endpoint(item["sourceId"], (*at, "sourceId"), found)
+        target = _endpoint(item["targetId"], (*at, "targetId"), found)
+        kind = item.get("kind")
+        weight = DEFAULT_MANUAL_WEIGHT if item.get("weight") is None else item["weight"]
+        metadata = item.get("metadata") or {}
+        found += [x for x in (_check_kind(kind, (*at, "kind")), _check_weight(weight, (*at, "weight"))) if x]
+        if not isinstance(metadata, dict):
+            found.append(Problem("metadata must be a JSON object", "INVALID", (*at, "metadata")))
+        if source and source == target:
+            found.append(Problem("A relationship joins two different nodes", "INVALID", (*at, "targetId")))
+        problems += found
+        drafts.append(EdgeDraft(at, source, target, kind, float(weight), metadata))
+    wanted: dict[str, set[uuid.UUID]] = defaultdict(set)
+    for d in drafts:
+        for end in (d.source, d.target):
+            if end:
+                wanted[end[0]].add(end[1])
+    live: set[tuple[str, uuid.UUID]] = set()
+    for type_name, node_ids in wanted.items():
+        live |= {(type_name, k) for k in await _ENDPOINTS[type_name](s, p, list(node_ids))}
+    for d in drafts:
+        for end, key in ((d.source, "sourceId"), (d.target, "targetId")):
+            if end and end not in live:
+                problems.append(Problem("Node not found", "NOT_FOUND", (*d.path, key)))
+    if problems:
+        raise Invalid(*problems)
+    keys = [(d.source[0], d.source[1], d.target[0], d.target[1], d.kind) for d in drafts]  # type: ignore[index]
+    R = Relationship
+    existing = {
+        (r.source_type, r.source_id, r.target_type, r.target_id, r.kind): r.id
+        for r in await s.scalars(select(R).where(R.workspace_id == ws, R.kind.in_({k[4] for k in keys}),
+                                                 R.source_id.in_({k[1] for k in keys})))
+    }
+    seen: set[tuple[Any, ...]] = set()
+    for d, key in zip(drafts, keys, strict=True):
+        if key in existing:
+            problems.append(Problem(f"This relationship already exists: {ids.encode('Relationship', existing[key])}",
+                                    "DUPLICATE", (*d.path, "kind")))
+        elif key in seen:
+            problems.append(Problem("The same relationship is given twice", "DUPLICATE", (*d.path, "kind")))
+        seen.add(key)
+    if problems:
+        raise Invalid(*problems)
+    rows = [
+        {"id": uuid.uuid4(), "workspace_id": ws, "kind": d.kind, "source_type": k[0], "source_id": k[1],
+         "target_type": k[2], "target_id": k[3], "weight": d.weight, "metadata": d.metadata}
+        for d, k in zip(drafts, keys, strict=True)
+    ]
+    try:
+        async with s.begin_nested():
+            await s.execute(insert(Relationship.__table__).values(rows))
+    except IntegrityError:  # created concurrently
+        raise Invalid(Problem("This relationship already exists", "DUPLICATE", path)) from None
+    created = {r.id: r for r in await s.scalars(select(R).where(R.workspace_id == ws, R.id.in_([r["id"] for r in rows])))}
+    return [created[r["id"]] for r in rows]
+
+
+async def _get(s: AsyncSession, ws: uuid.UUID, rel_id: uuid.UUID | None) -> Relationship:
+    row = await s.scalar(select(Relationship).where(
+        Relationship.workspace_id == ws, Relationship.id == rel_id
+    ).with_for_update()) if rel_id else None
+    if row is None:
+        raise not_found("Relationship")
+    return row
+
+
+async def update_relationship(s: AsyncSession, p: Principal, rel_id: uuid.UUID | None, data: dict[str, Any]) -> Relationship:
+    """kind and weight of derived edges follow activity: only isActive and metadata change there."""
+    row = await _get(s, p.require(WRITE), rel_id)
+    problems: list[Problem] = []
+    if row.kind in DERIVED and (data.get("kind") is not None or data.get("weight") is not None):
+        problems.append(Problem("A derived relationship's kind and weight follow activity", "INVALID", ("input",)))
+    if data.get("kind") is not None:
+        problems += [x for x in [_check_kind(data["kind"], ("input", "kind"))] if x]
+    if data.get("weight") is not None:
+        problems += [x for x in [_check_weight(data["weight"], ("input", "weight"))] if x]
+    if data.get("metadata") is not None and not isinstance(data["metadata"], dict):
+        problems.append(Problem("metadata must be a JSON object", "INVALID", ("input", "metadata")))
+    if problems:
+        raise Invalid(*problems)
+    if data.get("kind") is not None:
+        row.kind = data["kind"]
+    if data.get("weight") is not None:
+        row.weight = float(data["weight"])
+    if data.get("isActive") is not None:
+        row.is_active = bool(data["isActive"])
+    if data.get("metadata") is not None:
+        row.metadata_ = data["metadata"]
+    try:
+        async with s.begin_nested():
+            await s.flush()
+    except IntegrityError:
+        raise Invalid(Problem("A relationship of this kind already joins these nodes", "DUPLICATE", ("input", "kind"))) from None
+    return row
+
+
+async def delete_relationship(s: AsyncSession, p: Principal, rel_id: uuid.UUID | None) -> uuid.UUID:
+    row = await _get(s, p.require(WRITE), rel_id)
+    await s.delete(row)
+    await s.flush()
+    return row.id
+
+
+# ---------------------------------------------------------------- derived edges, kept from activity
+
+
+async def add_sightings(s: AsyncSession, ws: uuid.UUID, sightings: dict[tuple[str, str], dict[uuid.UUID, datetime]]) -> None:
+    """Contacts seen in conversations (kind, conversation id) at given times: pairs meeting in a
+    conversation for the first time count it once; every pair there is seen at its latest time."""
+    keys = list(sightings)
+    rows = (await s.execute(text(
+        "SELECT kind, conversation, contact_id, last_seen_at FROM conversation_participants "
+        "WHERE workspace_id = :ws AND (kind, conversation) IN (SELECT * FROM unnest(CAST(:kinds AS text[]), CAST(:convs AS text[])))"
+    ), {"ws": ws, "kinds": [k for k, _ in keys], "convs": [c for _, c in keys]})).all()
+    before: dict[tuple[str, str], dict[uuid.UUID, datetime]] = defaultdict(dict)
+    for kind, conversation, contact_id, seen in rows:
+        before[(kind, conversation)][contact_id] = seen
+    participants, edges = [], {}
+    for key, seen in sightings.items():
+        old = before[key]
+        everyone = {**old}
+        for contact_id, at in seen.items():
+            everyone[contact_id] = max(at, old.get(contact_id, at))
+            participants.append({"workspace_id": ws, "kind": key[0], "conversation": key[1],
+                                 "contact_id": contact_id, "last_seen_at": everyone[contact_id]})
+        latest = max(everyone.values())
+        members = sorted(everyone)
+        for i, a in enumerate(members):
+            for b in members[i + 1:]:
+                new = a not in old or b not in old
+                if not new and latest <= max(old.values()):
+                    continue
+                edge = edges.setdefault((a, b, key[0]), {"count": 0, "last": latest})
+                edge["count"] += int(new)
+                edge["last"] = max(edge["last"], latest)
+    if participants:
+        table = ConversationParticipant.__table__
+        stmt = insert(table).values(participants)
+        await s.execute(stmt.on_conflict_do_update(
+            index_elements=["workspace_id", "kind", "conversation", "contact_id"],
+            set_={"last_seen_at": func.greatest(table.c.last_seen_at, stmt.excluded.last_seen_at)},
+        ))
+    if edges:
+        await _upsert_derived(s, ws, [
+            {"a": a, "b": b, "kind": kind, "count": e["count"], "last": e["last"]} for (a, b, kind), e in edges.items()
+        ])
+
+
+async def _upsert_derived(s: AsyncSession, ws: uuid.UUID, edges: list[dict[str, Any]]) -> None:
+    R = Relationship.__table__
+    stmt = insert(R).values([
+        {"id": uuid.uuid4(), "workspace_id": ws, "kind": e["kind"], "source_type": "Contact", "source_id": e["a"],
+         "target_type": "Contact", "target_id": e["b"], "weight": 0.0,
+         "shared_thread_count": e["count"] if e["kind"] == "shared_thread" else 0,
+         "shared_calendar_count": e["count"] if e["kind"] == "shared_calendar_event" else 0,
+         "last_seen_at": e["last"]}
+        for e in edges
+    ])
+    await s.execute(stmt.on_conflict_do_update(
+        index_elements=["workspace_id", "source_type", "source_id", "target_type", "target_id", "kind"],
+        set_={
+            "shared_thread_count": R.c.shared_thread_count + stmt.excluded.shared_thread_count,
+            "shared_calendar_count": R.c.shared_calendar_count + stmt.excluded.shared_calendar_count,
+            "last_seen_at": func.greatest(R.c.last_seen_at, stmt.excluded.last_seen_at),
+        },
+    ))
+
+
+async def move_endpoints(s: AsyncSession, ws: uuid.UUID, node_type: str, survivor: uuid.UUID, merged: list[uuid.UUID]) -> None:
+    """For a merge: manual edges of the merged nodes now join the survivor (a duplicate or a
+    loop is dropped); a contact's derived edges are rebuilt from its conversations."""
+    R = Relationship
+    touching = or_(and_(R.source_type == node_type, R.source_id.in_(merged)),
+                   and_(R.target_type == node_type, R.target_id.in_(merged)))
+    mine = or_(and_(R.source_type == node_type, R.source_id == survivor),
+               and_(R.target_type == node_type, R.target_id == survivor))
+    rows = list(await s.scalars(select(R).where(R.workspace_id == ws, or_(touching, mine), R.kind.not_in(DERIVED))))
+    taken = {(r.source_type, r.source_id, r.target_type, r.target_id, r.kind) for r in rows
+             if not (r.source_id in merged or r.target_id in merged)}
+    for r in rows:
+        if r.source_id not in merged and r.target_id not in merged:
+            continue
+        source = survivor if r.source_type == node_type and r.source_id in merged else r.source_id
+        target = survivor if r.target_type == node_type and r.target_id in merged else r.target_id
+        key = (r.source_type, source, r.target_type, target, r.kind)
+        if key in taken or (r.source_type == r.target_type and source == target):
+            await s.delete(r)
+        else:
+            r.source_id, r.target_id = source, target
+            taken.add(key)
+    await s.flush()
+    if node_type != "Contact":
+        return
+    await s.execute(delete(R).where(R.workspace_id == ws, R.kind.in_(DERIVED), or_(touching, mine)))
+    await s.execute(text(
+        """
+        INSERT INTO relationships (id, workspace_id, kind, source_type, source_id, target_type, target_id,
+                                   weight, shared_thread_count, shared_calendar_count, last_seen_at)
+        SELECT gen_random_uuid(), :ws, p.kind, 'Contact', least(p.contact_id, q.contact_id), 'Contact',
+               greatest(p.contact_id, q.contact_id), 0,
+               count(*) FILTER (WHERE p.kind = 'shared_thread'),
+               count(*) FILTER (WHERE p.kind = 'shared_calendar_event'),
+               max(greatest(p.last_seen_at, q.last_seen_at))
+        FROM conversation_participants p
+        JOIN conversation_participants q ON q.workspace_id = p.workspace_id AND q.kind = p.kind
+             AND q.conversation = p.conversation AND q.contact_id <> p.contact_id
+        WHERE p.workspace_id = :ws AND p.contact_id = :survivor
+        GROUP BY p.kind, least(p.contact_id, q.contact_id), greatest(p.contact_id, q.contact_id)
+        """
+    ), {"ws": ws, "survivor": survivor})
+
+
+# ---------------------------------------------------------------- the contact graph
+
+
+@dataclass
+class GraphEdge:
+    source: uuid.UUID
+    target: uuid.UUID
+    kinds: list[str]
+    weight: float
+    last_seen_at: datetime | None
+
+
+@dataclass
+class Graph:
+    nodes: list[Contact]
+    edges: list[GraphEdge]
+
+
+@dataclass
+class Path:
+    contacts: list[Contact]
+    edges: list[GraphEdge]
+    strength: float
+
+
+def _pairs(rows: Iterable[Relationship], now: datetime) -> dict[tuple[uuid.UUID, uuid.UUID], GraphEdge]:
+    """Edges merged per contact pair: kinds together; weight the largest of the derived weight
+    (shared threads and calendar events counted together) and the manual ones."""
+    grouped: dict[tuple[uuid.UUID, uuid.UUID], list[Relationship]] = defaultdict(list)
+    for r in rows:
+        grouped[(min(r.source_id, r.target_id), max(r.source_id, r.target_id))].append(r)
+    out = {}
+    for (a, b), edges in grouped.items():
+        derived = [e for e in edges if e.kind in DERIVED]
+        seen = [e.last_seen_at for e in edges if e.last_seen_at is not None]
+        weights = [e.weight for e in edges if e.kind not in DERIVED | VIRTUAL]
+        if derived:
+            n = sum(e.shared_thread_count + e.shared_calendar_count for e in derived)
+            weights.append(edge_weight(n, max(e.last_seen_at for e in derived if e.last_seen_at), now))
+        out[(a, b)] = GraphEdge(a, b, sorted({e.kind for e in edges}), round(max(weights, default=0.0), 4),
+                                max(seen) if seen else None)
+    return out
+
+
+CONTACT_EDGE = and_(Relationship.source_type == "Contact", Relationship.target_type == "Contact", Relationship.is_active)
+
+
+def _edge_filter(min_weight: float | None, kinds: Sequence[str] | None) -> ColumnElement[bool]:
+    terms = [CONTACT_EDGE]
+    if min_weight is not None:
+        terms.append(WEIGHT >= min_weight)
+    if kinds:
+        terms.append(Relationship.kind.in_(list(kinds)))
+    return and_(*terms)
+
+
+async def _ranked_contacts(s: AsyncSession, ws: uuid.UUID, candidates: Sequence[uuid.UUID] | None,
+                           limit: int, keep: uuid.UUID | None) -> list[Contact]:
+    query = select(Contact).outerjoin(ContactIntelligence, ContactIntelligence.contact_id == Contact.id).where(
+        contacts.live(ws)
+    )
+    if candidates is not None:
+        query = query.where(Contact.id.in_(list(candidates)))
+    first = case((Contact.id == keep, 0), else_=1) if keep else literal(1)
+    return list(await s.scalars(query.order_by(first, contacts.STRENGTH_KEY.desc(), Contact.id).limit(limit)))
+
+
+def _virtual_edges(nodes: list[Contact], kinds: Sequence[str]) -> list[Relationship]:
+    out = []
+    for kind in sorted(VIRTUAL & set(kinds)):
+        by_key: dict[str, list[Contact]] = defaultdict(list)
+        for c in nodes:
+            key = (c.company or "").strip().lower() if kind == "same_company" else (c.email or "").partition("@")[2]
+            if key and key not in (PUBLIC_MAIL_DOMAINS if kind == "same_domain" else ()):
+                by_key[key].append(c)
+        for group in by_key.values():
+            for i, a in enumerate(group):
+                for b in group[i + 1:]:
+                    out.append(Relationship(kind=kind, source_id=a.id, target_id=b.id, weight=0.0,
+                                            shared_thread_count=0, shared_calendar_count=0, last_seen_at=None))
+    return out
+
+
+async def relationship_graph(
+    s: AsyncSession, p: Principal, *, focus: uuid.UUID | None, depth: int, min_weight: float | None,
+    kinds: Sequence[str] | None, limit: int,
+) -> Graph:
+    """The contacts within `depth` hops of `focus` (or all), the strongest `limit` of them, and
+    the edges between those. One statement for the walk, one for the nodes, one for the edges."""
+    ws = p.require(READ)
+    if not 0 <= depth <= 6:
+        raise BadInput("depth must be between 0 and 6")
+    if not 1 <= limit <= 1000:
+        raise BadInput("limit must be between 1 and 1000")
+    candidates: list[uuid.UUID] | None = None
+    if focus is not None:
+        if not (await contacts.live_contacts_by_id(s, p, [focus])):
+            return Graph([], [])
+        R = Relationship
+        walk = select(literal(focus, UUID(as_uuid=True)).label("id"), literal(0).label("depth")).cte("walk", recursive=True)
+        other = case((R.source_id == walk.c.id, R.target_id), else_=R.source_id)
+        step = (
+            select(other, walk.c.depth + 1)
+            .select_from(walk)
+            .join(R, and_(R.workspace_id == ws, or_(R.source_id == walk.c.id, R.target_id == walk.c.id)))
+            .join(Contact, and_(Contact.id == other, contacts.live(ws)))
+            .where(walk.c.depth < depth, _edge_filter(min_weight, kinds))
+        )
+        walk = walk.union(step)
+        candidates = list(await s.scalars(select(walk.c.id).distinct()))
+    nodes = await _ranked_contacts(s, ws, candidates, limit, focus)
+    node_ids = [c.id for c in nodes]
+    R = Relationship
+    rows = list(await s.scalars(select(R).where(
+        R.workspace_id == ws, R.source_id.in_(node_ids), R.target_id.in_(node_ids), _edge_filter(min_weight, kinds)
+    ))) if node_ids else []
+    if kinds:
+        rows += _virtual_edges(nodes, kinds)
+    return Graph(nodes, list(_pairs(rows, datetime.now(UTC)).values()))
+
+
+async def introduction_path(s: AsyncSession, p: Principal, start: uuid.UUID | None, goal: uuid.UUID | None, max_depth: int) -> Path | None:
+    """The chain of at most `max_depth` edges from `start` to `goal` whose weights have the
+    largest product (shortest path on -ln(weight), hop-bounded Bellman-Ford); one statement per hop."""
+    ws = p.require(READ)
+    if not 1 <= max_depth <= 6:
+        raise BadInput("maxDepth must be between 1 and 6")
+    found = await contacts.live_contacts_by_id(s, p, [i for i in (start, goal) if i])
+    if start not in found or goal not in found:
+        return None
+    if start == goal:
+        return Path([found[start]], [], 1.0)
+    now = datetime.now(UTC)
+    R = Relationship
+    pairs: dict[tuple[uuid.UUID, uuid.UUID], GraphEdge] = {}
+    seen, frontier = {start}, {start}
+    for _ in range(max_depth):
+        if not frontier:
+            break
+        ids_ = list(frontier)
+        rows = await s.scalars(select(R).where(
+            R.workspace_id == ws, CONTACT_EDGE, or_(R.source_id.in_(ids_), R.target_id.in_(ids_)),
+        ))
+        step = _pairs(rows, now)
+        pairs.update(step)
+        reached = {x for pair in step for x in pair}
+        frontier = reached - seen
+        seen |= reached
+    live_ids = set(await s.scalars(select(Contact.id).where(contacts.live(ws), Contact.id.in_(list(seen)))))
+    adjacency: dict[uuid.UUID, list[tuple[uuid.UUID, GraphEdge]]] = defaultdict(list)
+    for (a, b), edge in pairs.items():
+        if edge.weight > 0 and a in live_ids and b in live_ids:
+            adjacency[a].append((b, edge))
+            adjacency[b].append((a, edge))
+    best: dict[uuid.UUID, tuple[float, list[uuid.UUID], list[GraphEdge]]] = {start: (0.0, [start], [])}
+    for _ in range(max_depth):
+        nxt = dict(best)
+        for node, (cost, path, edges) in best.items():
+            for other, edge in adjacency[node]:
+                if other in path:
+                    continue
+                c = cost - math.log(edge.weight)
+                if other not in nxt or c < nxt[other][0] - 1e-12:
+                    nxt[other] = (c, [*path, other], [*edges, edge])
+        best = nxt
+    if goal not in best:
+        return None
+    cost, path, edges = best[goal]
+    rows_by_id = await contacts.live_contacts_by_id(s, p, path)
+    return Path([rows_by_id[c] for c in path], edges, round(math.exp(-cost), 6))

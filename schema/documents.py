@@ -1,0 +1,286 @@
+"""Documents: content or url (fetched by a worker), versions, links to any node."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from app.db import models
+from app.services import documents as service
+from app.services import sources as source_service
+from schema.context import Info
+from schema.errors import UserError, mutate
+from schema.filters import DateTimeFilter, IDFilter, SortDirection, StringFilter
+from schema.node import Node, global_id, load_node, register_node, uuid_of
+from schema.pagination import Connection, page_args
+from schema.sources import Source
+
+if TYPE_CHECKING:
+    from schema.contacts import Contact
+
+
+@strawberry.enum
+class DocumentStatus(Enum):
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    READY = "READY"
+    FAILED = "FAILED"
+
+
+@strawberry.type
+class DocumentVersion:
+    version: int
+    content_hash: str | None
+    title: str
+    url: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: models.DocumentVersion) -> DocumentVersion:
+        return cls(version=row.version, content_hash=row.content_hash, title=row.title, url=row.url,
+                   created_at=row.created_at)
+
+
+@strawberry.type
+class Document(Node):
+    id: strawberry.ID
+    title: str
+    content_type: str
+    url: str | None
+    content_hash: str | None = strawberry.field(
+        description="sha256 of the normalised content; a workspace never stores the same content twice."
+    )
+    status: DocumentStatus
+    error: str | None = strawberry.field(description="Why processing FAILED.")
+    tags: list[str]
+    metadata: JSON
+    version: int
+    remote_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+    _id: strawberry.Private[uuid.UUID]
+    _source_id: strawberry.Private[uuid.UUID | None]
+    _author_id: strawberry.Private[uuid.UUID | None]
+
+    @classmethod
+    def of(cls, row: models.Document) -> Document:
+        return cls(
+            id=global_id("Document", row.id), title=row.title, content_type=row.content_type, url=row.url,
+            content_hash=row.content_hash, status=DocumentStatus(row.status), error=row.error, tags=row.tags,
+            metadata=row.metadata_, version=row.version, remote_id=row.remote_id, created_at=row.created_at,
+            updated_at=row.updated_at, deleted_at=row.deleted_at, _id=row.id, _source_id=row.source_id,
+            _author_id=row.author_id,
+        )
+
+    @strawberry.field(description="Extracted plain text.")
+    async def content(self, info: Info) -> str | None:
+        return await info.context.loaders.load(service.contents_by_id, self._id)
+
+    @strawberry.field
+    async def versions(self, info: Info, first: int | None = None, after: str | None = None
+                       ) -> Connection[DocumentVersion]:
+        async with info.context.db() as s:
+            page = await service.versions(s, info.context.principal, self._id, page_args(first, after, None, None))
+        return Connection.of(page, DocumentVersion.of)
+
+    @strawberry.field
+    async def source(self, info: Info) -> Source | None:
+        if self._source_id is None:
+            return None
+        row = await info.context.loaders.load(source_service.sources_by_id, self._source_id)
+        return Source.of(row) if row else None
+
+    @strawberry.field
+    async def author(self, info: Info) -> Annotated[Contact, strawberry.lazy("schema.contacts")] | None:
+        return await load_node(info, "Contact", self._author_id) if self._author_id else None
+
+    @strawberry.field(description="The nodes this document is linked to.")
+    async def linked_nodes(self, info: Info) -> list[Node]:
+        links = await info.context.loaders.load(service.links_by_document, self._id)
+        nodes = [await load_node(info, type_name, node_id) for type_name, node_id in links or []]
+        return [n for n in nodes if n is not None]
+
+
+async def load_document(info: Info, id_: uuid.UUID) -> Document | None:
+    row = await info.context.loaders.load(service.documents_by_id, id_)
+    return Document.of(row) if row else None
+
+
+register_node("Document", load_document)
+
+
+async def documents_of_node(info: Info, node_type: str, node_id: uuid.UUID, first: int | None, after: str | None
+                            ) -> Connection[Document]:
+    """The live documents linked to a node (Contact.documents, Record.documents), newest first."""
+    async with info.context.db() as s:
+        page = await service.list_documents(s, info.context.principal, page_args(first, after, None, None),
+                                            linked_to=(node_type, node_id))
+    return Connection.of(page, Document.of)
+
+
+@strawberry.input
+class DocumentFilter:
+    title: StringFilter | None = None
+    content_type: StringFilter | None = None
+    status: list[DocumentStatus] | None = None
+    tags: StringFilter | None = strawberry.field(default=None, description="Any tag matches.")
+    source_id: IDFilter | None = None
+    created_at: DateTimeFilter | None = None
+    include_deleted: bool | None = None
+
+
+@strawberry.enum
+class DocumentSortField(Enum):
+    TITLE = "TITLE"
+    CREATED_AT = "CREATED_AT"
+    UPDATED_AT = "UPDATED_AT"
+
+
+@strawberry.input
+class DocumentOrder:
+    field: DocumentSortField
+    direction: SortDirection | None = SortDirection.DESC
+
+
+@strawberry.input
+class CreateDocumentInput:
+    title: str
+    content: str | None = None
+    url: str | None = None
+    content_type: str | None = "text/plain"
+    source_id: strawberry.ID | None = None
+    remote_id: str | None = None
+    tags: list[str] | None = None
+    metadata: JSON | None = None
+    author_id: strawberry.ID | None = None
+    link_to: list[strawberry.ID] | None = None
+
+
+@strawberry.input
+class UpdateDocumentInput:
+    title: str | None = strawberry.UNSET
+    content: str | None = strawberry.UNSET
+    url: str | None = strawberry.UNSET
+    tags: list[str] | None = strawberry.UNSET
+    metadata: JSON | None = strawberry.UNSET
+
+
+@strawberry.type
+class DocumentPayload:
+    document: Document | None = None
+    deduplicated: bool = False
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+def _keep(value: Any) -> Any:
+    return service.KEEP if value is strawberry.UNSET else value
+
+
+def _enqueue_fetch(info: Info, document_id: uuid.UUID) -> None:
+    """Send the fetch once the PENDING document is committed (the actor must see it)."""
+    workspace_id = info.context.principal.workspace_id
+
+    async def send() -> None:
+        from app.jobs.documents import fetch_document
+
+        fetch_document.send(str(document_id), str(workspace_id))
+
+    info.context.after_commit(send)
+
+
+@strawberry.type
+class DocumentQueries:
+    @strawberry.field
+    async def documents(
+        self, info: Info, filter: DocumentFilter | None = None, order_by: list[DocumentOrder] | None = None,
+        search: str | None = None, first: int | None = None, after: str | None = None, last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[Document]:
+        order = [(o.field.value, o.direction != SortDirection.ASC) for o in order_by or []]
+        async with info.context.db() as s:
+            page = await service.list_documents(s, info.context.principal, page_args(first, after, last, before),
+                                                where=filter, order=order, search=search)
+        return Connection.of(page, Document.of)
+
+
+@strawberry.type
+class DocumentMutations:
+    @strawberry.mutation(description="Exactly one of content or url. The same content twice returns the existing document (code DUPLICATE in userErrors is not raised; `deduplicated` is true).")
+    async def create_document(self, info: Info, input: CreateDocumentInput) -> DocumentPayload:
+        ctx = info.context
+
+        async def action(s: Any) -> tuple[models.Document, bool]:
+            document, deduplicated, fetch = await service.create_document(
+                s, ctx.principal, title=input.title, content=input.content, url=input.url,
+                content_type=input.content_type, source_id=uuid_of(input.source_id, "Source") if input.source_id else None,
+                source_given=input.source_id is not None, remote_id=input.remote_id, tags=input.tags,
+                metadata=input.metadata, author_id=uuid_of(input.author_id, "Contact") if input.author_id else None,
+                author_given=input.author_id is not None, link_to=input.link_to or [],
+            )
+            if not deduplicated:
+                ctx.emit("document.created", "Document", document.id)
+            if fetch:
+                _enqueue_fetch(info, document.id)
+            return document, deduplicated
+
+        outcome = await mutate(info, action)
+        if isinstance(outcome, list):
+            return DocumentPayload(user_errors=outcome)
+        return DocumentPayload(document=Document.of(outcome[0]), deduplicated=outcome[1])
+
+    @strawberry.mutation(description="New content makes a new version and reprocesses; metadata-only changes do not.")
+    async def update_document(self, info: Info, id: strawberry.ID, input: UpdateDocumentInput) -> DocumentPayload:
+        ctx = info.context
+
+        async def action(s: Any) -> models.Document:
+            document, fetch = await service.update_document(
+                s, ctx.principal, uuid_of(id, "Document"), title=_keep(input.title), content=_keep(input.content),
+                url=_keep(input.url), tags=_keep(input.tags), metadata=_keep(input.metadata),
+            )
+            ctx.emit("document.updated", "Document", document.id)
+            if fetch:
+                _enqueue_fetch(info, document.id)
+            return document
+
+        return _payload(await mutate(info, action))
+
+    @strawberry.mutation
+    async def delete_document(self, info: Info, id: strawberry.ID) -> DocumentPayload:
+        ctx = info.context
+
+        async def action(s: Any) -> models.Document:
+            document = await service.delete_document(s, ctx.principal, uuid_of(id, "Document"))
+            ctx.emit("document.deleted", "Document", document.id)
+            return document
+
+        return _payload(await mutate(info, action))
+
+    @strawberry.mutation
+    async def link_document(self, info: Info, document_id: strawberry.ID, node_id: strawberry.ID) -> DocumentPayload:
+        return await _link(info, document_id, node_id, True)
+
+    @strawberry.mutation
+    async def unlink_document(self, info: Info, document_id: strawberry.ID, node_id: strawberry.ID) -> DocumentPayload:
+        return await _link(info, document_id, node_id, False)
+
+
+async def _link(info: Info, document_id: str, node_id: str, linked: bool) -> DocumentPayload:
+    ctx = info.context
+
+    async def action(s: Any) -> models.Document:
+        document = await service.link_document(s, ctx.principal, uuid_of(document_id, "Document"), node_id, linked)
+        ctx.emit("document.updated", "Document", document.id)
+        return document
+
+    return _payload(await mutate(info, action))
+
+
+def _payload(outcome: models.Document | list[UserError]) -> DocumentPayload:
+    return DocumentPayload(user_errors=outcome) if isinstance(outcome, list) else DocumentPayload(
+        document=Document.of(outcome))

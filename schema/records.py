@@ -1,0 +1,438 @@
+"""Object types and their records."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from app.db import models
+from app.services import object_types as type_service
+from app.services import records as service
+from app.services import sources as source_service
+from app.services import workspaces as workspace_service
+from schema.context import Info
+from schema.documents import Document, documents_of_node
+from schema.errors import UserError, mutate
+from schema.filters import DateTimeFilter, IDFilter, SortDirection, StringFilter
+from schema.node import Node, global_id, register_node, uuid_of
+from schema.pagination import Connection, page_args
+from schema.relationships import Direction, Relationship, node_relationships
+from schema.sources import Source
+from schema.workspaces import DeletePayload, Member
+
+
+@strawberry.enum
+class FieldType(Enum):
+    STRING = "STRING"
+    TEXT = "TEXT"
+    INT = "INT"
+    FLOAT = "FLOAT"
+    BOOLEAN = "BOOLEAN"
+    DATE = "DATE"
+    DATETIME = "DATETIME"
+    EMAIL = "EMAIL"
+    URL = "URL"
+    SELECT = "SELECT"
+    MULTI_SELECT = "MULTI_SELECT"
+    JSON = "JSON"
+    REFERENCE = "REFERENCE"
+
+
+@strawberry.type
+class FieldDefinition:
+    name: str
+    field_type: FieldType
+    label: str | None
+    required: bool
+    options: list[str] | None
+
+
+@strawberry.type(description="The schema of a kind of record (support_ticket, lead, property...).")
+class ObjectType(Node):
+    id: strawberry.ID
+    name: str
+    display_name: str
+    field_definitions: list[FieldDefinition]
+    created_at: datetime
+    updated_at: datetime
+    _id: strawberry.Private[uuid.UUID]
+    _source_id: strawberry.Private[uuid.UUID | None]
+
+    @classmethod
+    def of(cls, row: models.ObjectType) -> ObjectType:
+        return cls(
+            id=global_id("ObjectType", row.id), name=row.name, display_name=row.display_name,
+            field_definitions=[
+                FieldDefinition(name=d.name, field_type=FieldType(d.field_type), label=d.label, required=d.required,
+                                options=list(d.options) if d.options is not None else None)
+                for d in type_service.definitions(row).values()
+            ],
+            created_at=row.created_at, updated_at=row.updated_at, _id=row.id, _source_id=row.source_id,
+        )
+
+    @strawberry.field(description="Live records of this type.")
+    async def record_count(self, info: Info) -> int:
+        return await info.context.loaders.load(type_service.record_counts, self._id)
+
+    @strawberry.field
+    async def source(self, info: Info) -> Source | None:
+        if self._source_id is None:
+            return None
+        row = await info.context.loaders.load(source_service.sources_by_id, self._source_id)
+        return Source.of(row) if row else None
+
+
+async def load_object_type(info: Info, id_: uuid.UUID) -> ObjectType | None:
+    row = await info.context.loaders.load(type_service.object_types_by_id, id_)
+    return ObjectType.of(row) if row else None
+
+
+register_node("ObjectType", load_object_type)
+
+
+@strawberry.type
+class RecordVersion:
+    version: int
+    fields: JSON
+    name: str
+    display_name: str | None
+    action: str = strawberry.field(description="created, updated or reverted.")
+    changed_fields: list[str] = strawberry.field(description="The fields whose values this version changed.")
+    created_at: datetime
+    _changed_by_id: strawberry.Private[uuid.UUID | None]
+
+    @classmethod
+    def of(cls, row: models.RecordVersion) -> RecordVersion:
+        return cls(version=row.version, fields=row.fields, name=row.name, display_name=row.display_name,
+                   action=row.action, changed_fields=row.changed_fields, created_at=row.created_at,
+                   _changed_by_id=row.changed_by_id)
+
+    @strawberry.field
+    async def changed_by(self, info: Info) -> Member | None:
+        if self._changed_by_id is None:
+            return None
+        row = await info.context.loaders.load(workspace_service.members_by_id, self._changed_by_id)
+        return Member.of(row) if row else None
+
+
+@strawberry.type
+class Record(Node):
+    id: strawberry.ID
+    remote_id: str | None
+    name: str
+    display_name: str | None
+    fields: JSON = strawberry.field(description="Field name -> value, validated against the object type.")
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+    _id: strawberry.Private[uuid.UUID]
+    _object_type_id: strawberry.Private[uuid.UUID]
+    _source_id: strawberry.Private[uuid.UUID | None]
+
+    @classmethod
+    def of(cls, row: models.Record) -> Record:
+        return cls(
+            id=global_id("Record", row.id), remote_id=row.remote_id, name=row.name, display_name=row.display_name,
+            fields=row.fields, version=row.version, created_at=row.created_at, updated_at=row.updated_at,
+            deleted_at=row.deleted_at, _id=row.id, _object_type_id=row.object_type_id, _source_id=row.source_id,
+        )
+
+    @strawberry.field
+    async def object_type(self, info: Info) -> ObjectType:
+        return ObjectType.of(await info.context.loaders.load(type_service.object_types_by_id, self._object_type_id))
+
+    @strawberry.field
+    async def source(self, info: Info) -> Source | None:
+        if self._source_id is None:
+            return None
+        row = await info.context.loaders.load(source_service.sources_by_id, self._source_id)
+        return Source.of(row) if row else None
+
+    @strawberry.field(description="Newest version first.")
+    async def history(self, info: Info, first: int | None = None, after: str | None = None
+                      ) -> Connection[RecordVersion]:
+        async with info.context.db() as s:
+            page = await service.history(s, info.context.principal, self._id, page_args(first, after, None, None))
+        return Connection.of(page, RecordVersion.of)
+
+    @strawberry.field
+    async def relationships(
+        self, info: Info, direction: Direction | None = Direction.BOTH, kinds: list[str] | None = None,
+        first: int | None = None, after: str | None = None,
+    ) -> Connection[Relationship]:
+        return await node_relationships(info, "Record", self._id, direction or Direction.BOTH, kinds, first, after)
+
+    @strawberry.field
+    async def documents(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[Document]:
+        return await documents_of_node(info, "Record", self._id, first, after)
+
+
+async def records_of_node(info: Info, node_type: str, node_id: uuid.UUID, first: int | None, after: str | None
+                          ) -> Connection[Record]:
+    """Live records whose REFERENCE fields name the node (Contact.records), oldest first."""
+    async with info.context.db() as s:
+        page = await service.records_referencing(s, info.context.principal, page_args(first, after, None, None),
+                                                 node_type, node_id)
+    return Connection.of(page, Record.of)
+
+
+async def load_record(info: Info, id_: uuid.UUID) -> Record | None:
+    row = await info.context.loaders.load(service.records_by_id, id_)
+    return Record.of(row) if row else None
+
+
+register_node("Record", load_record)
+
+
+@strawberry.input
+class FieldCondition:
+    field: str
+    eq: JSON | None = None
+    neq: JSON | None = None
+    in_: list[JSON] | None = strawberry.field(name="in", default=None)
+    contains: str | None = None
+    gt: JSON | None = None
+    gte: JSON | None = None
+    lt: JSON | None = None
+    lte: JSON | None = None
+    is_null: bool | None = None
+
+
+@strawberry.input
+class RecordFilter:
+    and_: list[RecordFilter] | None = strawberry.field(name="and", default=None)
+    or_: list[RecordFilter] | None = strawberry.field(name="or", default=None)
+    not_: RecordFilter | None = strawberry.field(name="not", default=None)
+    name: StringFilter | None = None
+    remote_id: StringFilter | None = None
+    source_id: IDFilter | None = None
+    created_at: DateTimeFilter | None = None
+    updated_at: DateTimeFilter | None = None
+    fields: list[FieldCondition] | None = strawberry.field(
+        default=None, description="Conditions on custom fields, compared in the field's type; needs objectTypeId."
+    )
+    include_deleted: bool | None = None
+
+
+@strawberry.enum
+class RecordSortField(Enum):
+    NAME = "NAME"
+    CREATED_AT = "CREATED_AT"
+    UPDATED_AT = "UPDATED_AT"
+
+
+@strawberry.input(description="Sort by a built-in field, or by a custom field of the object type.")
+class RecordOrder:
+    field: RecordSortField | None = None
+    custom_field: str | None = None
+    direction: SortDirection | None = SortDirection.ASC
+
+
+@strawberry.input
+class FieldDefinitionInput:
+    name: str
+    field_type: FieldType
+    label: str | None = None
+    required: bool | None = False
+    options: list[str] | None = None
+
+
+@strawberry.input
+class CreateObjectTypeInput:
+    name: str
+    display_name: str
+    source_id: strawberry.ID | None = None
+    field_definitions: list[FieldDefinitionInput]
+
+
+@strawberry.input
+class UpdateObjectTypeInput:
+    display_name: str | None = None
+    field_definitions: list[FieldDefinitionInput] | None = None
+
+
+@strawberry.input
+class CreateRecordInput:
+    object_type_id: strawberry.ID
+    source_id: strawberry.ID | None = None
+    remote_id: str | None = None
+    name: str
+    display_name: str | None = None
+    fields: JSON
+
+
+@strawberry.input
+class UpdateRecordInput:
+    name: str | None = None
+    display_name: str | None = strawberry.UNSET
+    fields: JSON | None = None
+
+
+@strawberry.type
+class ObjectTypePayload:
+    object_type: ObjectType | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class RecordPayload:
+    record: Record | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+def _definitions(defs: list[FieldDefinitionInput]) -> list[dict[str, Any]]:
+    return [{"name": d.name, "fieldType": d.field_type.value, "label": d.label, "required": bool(d.required),
+             "options": d.options} for d in defs]
+
+
+@strawberry.type
+class RecordQueries:
+    @strawberry.field
+    async def object_types(self, info: Info, first: int | None = None, after: str | None = None
+                           ) -> Connection[ObjectType]:
+        async with info.context.db() as s:
+            page = await type_service.list_object_types(s, info.context.principal, page_args(first, after, None, None))
+        return Connection.of(page, ObjectType.of)
+
+    @strawberry.field
+    async def object_type(self, info: Info, name: str) -> ObjectType | None:
+        async with info.context.db() as s:
+            row = await type_service.object_type_by_name(s, info.context.principal, name)
+        return ObjectType.of(row) if row else None
+
+    @strawberry.field
+    async def records(
+        self, info: Info, object_type_id: strawberry.ID | None = None, filter: RecordFilter | None = None,
+        order_by: list[RecordOrder] | None = None, search: str | None = None, first: int | None = None,
+        after: str | None = None, last: int | None = None, before: str | None = None,
+    ) -> Connection[Record]:
+        order = [service.Order(o.field.value if o.field else None, o.custom_field, o.direction == SortDirection.DESC)
+                 for o in order_by or []]
+        async with info.context.db() as s:
+            page = await service.list_records(
+                s, info.context.principal, page_args(first, after, last, before),
+                object_type_id=uuid_of(object_type_id, "ObjectType") if object_type_id else None,
+                object_type_given=object_type_id is not None, where=filter, order=order, search=search,
+            )
+        return Connection.of(page, Record.of)
+
+
+@strawberry.type
+class RecordMutations:
+    @strawberry.mutation
+    async def create_object_type(self, info: Info, input: CreateObjectTypeInput) -> ObjectTypePayload:
+        ctx = info.context
+
+        async def action(s: Any) -> models.ObjectType:
+            row = await type_service.create_object_type(
+                s, ctx.principal, name=input.name, display_name=input.display_name,
+                source_id=uuid_of(input.source_id, "Source") if input.source_id else None,
+                source_given=input.source_id is not None, field_definitions=_definitions(input.field_definitions),
+            )
+            ctx.emit("object_type.created", "ObjectType", row.id)
+            return row
+
+        return _type_payload(await mutate(info, action))
+
+    @strawberry.mutation(description="Supplying fieldDefinitions replaces the schema; changes that existing records violate are refused.")
+    async def update_object_type(self, info: Info, id: strawberry.ID, input: UpdateObjectTypeInput) -> ObjectTypePayload:
+        ctx = info.context
+
+        async def action(s: Any) -> models.ObjectType:
+            row = await type_service.update_object_type(
+                s, ctx.principal, uuid_of(id, "ObjectType"), display_name=input.display_name,
+                field_definitions=_definitions(input.field_definitions) if input.field_definitions is not None else None,
+            )
+            ctx.emit("object_type.updated", "ObjectType", row.id)
+            return row
+
+        return _type_payload(await mutate(info, action))
+
+    @strawberry.mutation
+    async def delete_object_type(self, info: Info, id: strawberry.ID) -> DeletePayload:
+        ctx = info.context
+
+        async def action(s: Any) -> uuid.UUID:
+            deleted = await type_service.delete_object_type(s, ctx.principal, uuid_of(id, "ObjectType"))
+            ctx.emit("object_type.deleted", "ObjectType", deleted)
+            return deleted
+
+        outcome = await mutate(info, action)
+        if isinstance(outcome, list):
+            return DeletePayload(user_errors=outcome)
+        return DeletePayload(deleted_id=global_id("ObjectType", outcome))
+
+    @strawberry.mutation
+    async def create_record(self, info: Info, input: CreateRecordInput) -> RecordPayload:
+        ctx = info.context
+
+        async def action(s: Any) -> models.Record:
+            row = await service.create_record(
+                s, ctx.principal, object_type_id=uuid_of(input.object_type_id, "ObjectType"), name=input.name,
+                fields=input.fields, display_name=input.display_name,
+                source_id=uuid_of(input.source_id, "Source") if input.source_id else None,
+                source_given=input.source_id is not None, remote_id=input.remote_id,
+            )
+            ctx.emit("record.created", "Record", row.id)
+            return row
+
+        return _record_payload(await mutate(info, action))
+
+    @strawberry.mutation(description="fields merge per RFC 7396: present keys overwrite, absent keys stay, null deletes.")
+    async def update_record(self, info: Info, id: strawberry.ID, input: UpdateRecordInput) -> RecordPayload:
+        ctx = info.context
+
+        async def action(s: Any) -> models.Record:
+            row = await service.update_record(
+                s, ctx.principal, uuid_of(id, "Record"), name=input.name, fields=input.fields,
+                display_name=service.KEEP if input.display_name is strawberry.UNSET else input.display_name,
+            )
+            ctx.emit("record.updated", "Record", row.id)
+            return row
+
+        return _record_payload(await mutate(info, action))
+
+    @strawberry.mutation(description="Soft delete; restoreRecord undoes it.")
+    async def delete_record(self, info: Info, id: strawberry.ID) -> RecordPayload:
+        return await _set_deleted(info, id, True)
+
+    @strawberry.mutation
+    async def restore_record(self, info: Info, id: strawberry.ID) -> RecordPayload:
+        return await _set_deleted(info, id, False)
+
+    @strawberry.mutation(description="Creates a new version whose fields are those of an earlier one.")
+    async def revert_record(self, info: Info, id: strawberry.ID, version: int) -> RecordPayload:
+        ctx = info.context
+
+        async def action(s: Any) -> models.Record:
+            row = await service.revert_record(s, ctx.principal, uuid_of(id, "Record"), version)
+            ctx.emit("record.updated", "Record", row.id)
+            return row
+
+        return _record_payload(await mutate(info, action))
+
+
+async def _set_deleted(info: Info, id: str, deleted: bool) -> RecordPayload:
+    ctx = info.context
+
+    async def action(s: Any) -> models.Record:
+        row = await service.set_deleted(s, ctx.principal, uuid_of(id, "Record"), deleted)
+        ctx.emit("record.deleted" if deleted else "record.restored", "Record", row.id)
+        return row
+
+    return _record_payload(await mutate(info, action))
+
+
+def _type_payload(outcome: models.ObjectType | list[UserError]) -> ObjectTypePayload:
+    return ObjectTypePayload(user_errors=outcome) if isinstance(outcome, list) else ObjectTypePayload(
+        object_type=ObjectType.of(outcome))
+
+
+def _record_payload(outcome: models.Record | list[UserError]) -> RecordPayload:
+    return RecordPayload(user_errors=outcome) if isinstance(outcome, list) else RecordPayload(record=Record.of(outcome))

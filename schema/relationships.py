@@ -1,0 +1,233 @@
+"""Relationships: weighted edges between any two nodes.
+
+A node type lists its edges with `node_relationships` (Contact.relationships, and
+Record.relationships in one line the same way); endpoints resolve through the node loaders of
+`schema.node`, batched per type, so any node type registered there works as an endpoint.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from app.db import models
+from app.services import relationships as service
+from schema.context import Info
+from schema.errors import UserError, mutate
+from schema.filters import DateTimeFilter, FloatFilter, IDFilter, SortDirection, StringFilter
+from schema.node import Node, global_id, load_node, register_node, uuid_of
+from schema.pagination import Connection, page_args
+from schema.workspaces import DeletePayload
+
+
+@strawberry.enum
+class Direction(Enum):
+    OUTGOING = "OUTGOING"
+    INCOMING = "INCOMING"
+    BOTH = "BOTH"
+
+
+@strawberry.type(description="A typed, weighted edge between any two nodes (contact, record, document).")
+class Relationship(Node):
+    id: strawberry.ID
+    kind: str = strawberry.field(
+        description="shared_thread, shared_calendar_event, same_company, same_domain, or any user kind such as works_with."
+    )
+    weight: float = strawberry.field(
+        description="0..1: frequency log(count+1)/log(50) combined with recency decay (half-life 90 days); manual edges may set it."
+    )
+    shared_thread_count: int
+    shared_calendar_count: int
+    last_seen_at: datetime | None
+    is_active: bool
+    metadata: JSON
+    created_at: datetime
+    _source: strawberry.Private[tuple[str, uuid.UUID]]
+    _target: strawberry.Private[tuple[str, uuid.UUID]]
+    _owner: strawberry.Private[tuple[str, uuid.UUID] | None]
+
+    @strawberry.field
+    async def source(self, info: Info) -> Node:
+        return await load_node(info, *self._source)
+
+    @strawberry.field
+    async def target(self, info: Info) -> Node:
+        return await load_node(info, *self._target)
+
+    @strawberry.field(description="The end that is not the node whose relationships were listed (the target elsewhere).")
+    async def other(self, info: Info) -> Node:
+        return await load_node(info, *(self._source if self._owner == self._target else self._target))
+
+    @classmethod
+    def of(cls, row: models.Relationship, owner: tuple[str, uuid.UUID] | None = None, now: datetime | None = None) -> Relationship:
+        return cls(
+            id=global_id("Relationship", row.id), kind=row.kind, weight=service.weight_of(row, now or datetime.now(UTC)),
+            shared_thread_count=row.shared_thread_count, shared_calendar_count=row.shared_calendar_count,
+            last_seen_at=row.last_seen_at, is_active=row.is_active, metadata=row.metadata_, created_at=row.created_at,
+            _source=(row.source_type, row.source_id), _target=(row.target_type, row.target_id), _owner=owner,
+        )
+
+
+async def load_relationship(info: Info, id_: uuid.UUID) -> Relationship | None:
+    row = await info.context.loaders.load(service.relationships_by_id, id_)
+    return Relationship.of(row) if row else None
+
+
+register_node("Relationship", load_relationship)
+
+
+async def node_relationships(
+    info: Info, node_type: str, node_id: uuid.UUID, direction: Direction, kinds: list[str] | None,
+    first: int | None, after: str | None,
+) -> Connection[Relationship]:
+    """A node's edges, oldest first. First pages of many nodes load in one statement."""
+    args = page_args(first, after, None, None)
+    kinds_key = tuple(kinds) if kinds else None
+    loaders = info.context.loaders
+    if after is None:
+        page = await loaders.load(service.first_relationship_pages, (node_type, node_id, direction.value, kinds_key, args.size))
+    else:
+        async with info.context.db() as s:
+            page = await service.node_relationships(
+                s, info.context.principal, node_type, node_id, args, direction=direction.value, kinds=kinds,
+            )
+    page.count = lambda: loaders.load(service.count_relationships, (node_type, node_id, direction.value, kinds_key))
+    owner, now = (node_type, node_id), datetime.now(UTC)
+    return Connection.of(page, lambda r: Relationship.of(r, owner, now))
+
+
+@strawberry.input
+class RelationshipFilter:
+    kind: StringFilter | None = None
+    node_id: IDFilter | None = strawberry.field(default=None, description="Either end is this node.")
+    weight: FloatFilter | None = None
+    is_active: bool | None = None
+    last_seen_at: DateTimeFilter | None = None
+
+
+@strawberry.enum
+class RelationshipSortField(Enum):
+    WEIGHT = "WEIGHT"
+    CREATED_AT = "CREATED_AT"
+    LAST_SEEN_AT = "LAST_SEEN_AT"
+
+
+@strawberry.input
+class RelationshipOrder:
+    field: RelationshipSortField
+    direction: SortDirection | None = SortDirection.DESC
+
+
+@strawberry.input
+class CreateRelationshipInput:
+    source_id: strawberry.ID
+    target_id: strawberry.ID
+    kind: str
+    weight: float | None = None
+    metadata: JSON | None = None
+
+
+@strawberry.input
+class UpdateRelationshipInput:
+    kind: str | None = None
+    weight: float | None = None
+    is_active: bool | None = None
+    metadata: JSON | None = None
+
+
+@strawberry.type
+class RelationshipPayload:
+    relationship: Relationship | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class RelationshipsPayload:
+    relationships: list[Relationship] = strawberry.field(default_factory=list)
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+def _create_input(i: CreateRelationshipInput) -> dict[str, Any]:
+    return {"sourceId": i.source_id, "targetId": i.target_id, "kind": i.kind, "weight": i.weight, "metadata": i.metadata}
+
+
+@strawberry.type
+class RelationshipQueries:
+    @strawberry.field
+    async def relationships(
+        self, info: Info, filter: RelationshipFilter | None = None, order_by: list[RelationshipOrder] | None = None,
+        first: int | None = None, after: str | None = None, last: int | None = None, before: str | None = None,
+    ) -> Connection[Relationship]:
+        order = [(o.field.value, o.direction != SortDirection.ASC) for o in order_by or []]
+        async with info.context.db() as s:
+            page = await service.list_relationships(
+                s, info.context.principal, page_args(first, after, last, before), where=filter, order=order or None,
+            )
+        now = datetime.now(UTC)
+        return Connection.of(page, lambda r: Relationship.of(r, None, now))
+
+
+@strawberry.type
+class RelationshipMutations:
+    @strawberry.mutation
+    async def create_relationship(self, info: Info, input: CreateRelationshipInput) -> RelationshipPayload:
+        ctx = info.context
+
+        async def action(s: Any) -> models.Relationship:
+            (row,) = await service.create_relationships(s, ctx.principal, [_create_input(input)], ("input",))
+            ctx.emit("relationship.created", "Relationship", row.id)
+            return row
+
+        outcome = await mutate(info, action)
+        if isinstance(outcome, list):
+            return RelationshipPayload(user_errors=outcome)
+        return RelationshipPayload(relationship=Relationship.of(outcome))
+
+    @strawberry.mutation(description="All or nothing: any input's problem refuses them all, each reported under its index.")
+    async def create_relationships(self, info: Info, inputs: list[CreateRelationshipInput]) -> RelationshipsPayload:
+        ctx = info.context
+
+        async def action(s: Any) -> list[models.Relationship]:
+            rows = await service.create_relationships(s, ctx.principal, [_create_input(i) for i in inputs], ("inputs",))
+            for row in rows:
+                ctx.emit("relationship.created", "Relationship", row.id)
+            return rows
+
+        outcome = await mutate(info, action)
+        if outcome and isinstance(outcome[0], UserError):
+            return RelationshipsPayload(user_errors=outcome)  # type: ignore[arg-type]
+        return RelationshipsPayload(relationships=[Relationship.of(r) for r in outcome])  # type: ignore[union-attr]
+
+    @strawberry.mutation
+    async def update_relationship(self, info: Info, id: strawberry.ID, input: UpdateRelationshipInput) -> RelationshipPayload:
+        ctx = info.context
+        data = {"kind": input.kind, "weight": input.weight, "isActive": input.is_active, "metadata": input.metadata}
+
+        async def action(s: Any) -> models.Relationship:
+            row = await service.update_relationship(s, ctx.principal, uuid_of(id, "Relationship"), data)
+            ctx.emit("relationship.updated", "Relationship", row.id)
+            return row
+
+        outcome = await mutate(info, action)
+        if isinstance(outcome, list):
+            return RelationshipPayload(user_errors=outcome)
+        return RelationshipPayload(relationship=Relationship.of(outcome))
+
+    @strawberry.mutation
+    async def delete_relationship(self, info: Info, id: strawberry.ID) -> DeletePayload:
+        ctx = info.context
+
+        async def action(s: Any) -> uuid.UUID:
+            deleted = await service.delete_relationship(s, ctx.principal, uuid_of(id, "Relationship"))
+            ctx.emit("relationship.deleted", "Relationship", deleted)
+            return deleted
+
+        outcome = await mutate(info, action)
+        if isinstance(outcome, list):
+            return DeletePayload(user_errors=outcome)
+        return DeletePayload(deleted_id=global_id("Relationship", outcome))

@@ -1,0 +1,87 @@
+"""Ranked full-text search across contacts, records and documents, through the GraphQL API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import Account, Api
+from tests.test_documents import create as create_document
+from tests.test_records import make, make_type
+
+SEARCH = """query($q: String!, $types: [SearchableType!], $first: Int) {
+  search(query: $q, types: $types, first: $first) { score snippet node { __typename id
+    ... on Document { title } ... on Record { name } ... on Contact { fullName } } }
+}"""
+
+
+async def search(api: Api, who: dict[str, Any], q: str, types: list[str] | None = None, first: int | None = None) -> list[dict[str, Any]]:
+    return (await api.data(SEARCH, {"q": q, "types": types, "first": first}, **who))["search"]
+
+
+def titles(hits: list[dict[str, Any]]) -> list[str]:
+    return [h["node"].get("title") or h["node"].get("name") or h["node"].get("fullName") for h in hits]
+
+
+async def corpus(api: Api, who: Account) -> dict[str, str]:
+    docs = {
+        "guide": ("Kafka consumer guide", "How a Kafka consumer commits offsets. Kafka consumers in a group share "
+                  "partitions; the consumer rebalances when a consumer joins."),
+        "mention": ("Team offsite notes", "Lunch at noon. Someone mentioned Kafka once. Then we walked by the river."),
+        "fox": ("Fox", "The quick brown fox jumps over the lazy dog."),
+        "xof": ("Reversed", "The brown quick fox did not jump at all."),
+        "long": ("Long report", ("Filler sentence about nothing in particular. " * 60) + "A consumer appears deep inside. "
+                 + ("More filler text to pad the report. " * 60)),
+    }
+    out = {}
+    for key, (title, content) in docs.items():
+        out[key] = (await create_document(api, who, title=title, content=content))["document"]["id"]
+    return out
+
+
+async def test_ranking_phrase_prefix_and_snippets(api: Api, alice: Account) -> None:
+    ids = await corpus(api, alice)
+    hits = await search(api, alice.auth, "kafka")
+    assert titles(hits) == ["Kafka consumer guide", "Team offsite notes"]
+    assert hits[0]["score"] > hits[1]["score"] > 0
+    assert "<mark>Kafka</mark>" in hits[0]["snippet"]
+    # all words must match; stemming: "consumers" finds "consumer"
+    assert titles(await search(api, alice.auth, "consumers kafka")) == ["Kafka consumer guide"]
+    # a phrase matches in order only
+    assert titles(await search(api, alice.auth, '"quick brown fox"')) == ["Fox"]
+    assert set(titles(await search(api, alice.auth, "quick brown fox"))) == {"Fox", "Reversed"}
+    # prefixes
+    assert set(titles(await search(api, alice.auth, "rebal*"))) == {"Kafka consumer guide"}
+    assert set(titles(await search(api, alice.auth, "kaf* rebal*"))) == {"Kafka consumer guide"}
+    # the snippet of a long document comes from the chunk that matched
+    long_hit = next(h for h in await search(api, alice.auth, "consumer") if h["node"]["id"] == ids["long"])
+    assert "<mark>consumer</mark>" in long_hit["snippet"] and len(long_hit["snippet"]) < 400
+    assert len(await search(api, alice.auth, "the", first=5)) == 0  # stop words alone match nothing
+    assert len(await search(api, alice.auth, "consumer", first=1)) == 1
+    # documents(search:) uses the same index
+    listed = await api.data('{ documents(search: "kafka", orderBy: [{field: TITLE, direction: ASC}]) { edges { node { title } } } }', **alice.auth)
+    assert [e["node"]["title"] for e in listed["documents"]["edges"]] == ["Kafka consumer guide", "Team offsite notes"]
+    body = await api(SEARCH, {"q": "  "}, **alice.auth)
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_types_liveness_isolation_and_scopes(api: Api, alice: Account, bob: Account) -> None:
+    type_id = await make_type(api, alice, "account", [{"name": "title", "fieldType": "STRING"}, {"name": "notes", "fieldType": "TEXT"}])
+    record = await make(api, alice, type_id, {"title": "Zebra Corp", "notes": "Striped zebra logistics"}, name="Zebra Corp")
+    await api.data('mutation { createContact(input: {fullName: "Zelda Zebra", email: "zelda@zebra.example"}) { contact { id } } }', **alice.auth)
+    doc = (await create_document(api, alice, title="Zebra facts", content="Every zebra has unique stripes"))["document"]
+    assert set(t["node"]["__typename"] for t in await search(api, alice.auth, "zebra")) == {"Record", "Document", "Contact"}
+    assert titles(await search(api, alice.auth, "zebra", ["RECORD"])) == ["Zebra Corp"]
+    assert titles(await search(api, alice.auth, "zebra", ["CONTACT"])) == ["Zelda Zebra"]
+    # soft-deleted rows drop out
+    await api.data("mutation($id: ID!) { deleteRecord(id: $id) { record { id } } }", {"id": record["id"]}, **alice.auth)
+    await api.data("mutation($id: ID!) { deleteDocument(id: $id) { document { id } } }", {"id": doc["id"]}, **alice.auth)
+    assert titles(await search(api, alice.auth, "zebra")) == ["Zelda Zebra"]
+    # another workspace sees nothing
+    assert await search(api, bob.auth, "zebra") == []
+    # only the types the caller may read
+    key = (await api.data('mutation { createApiKey(input: {name: "d", scopes: ["documents:read", "records:read"]}) { secret } }',
+                          **alice.auth))["createApiKey"]["secret"]
+    await create_document(api, alice, title="Zebra again", content="Another zebra text")
+    assert titles(await search(api, {"api_key": key}, "zebra")) == ["Zebra again"]
+    body = await api(SEARCH, {"q": "zebra", "types": ["CONTACT"]}, api_key=key)
+    assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
