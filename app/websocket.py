@@ -77,7 +77,8 @@ class GuardedTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         """None while the connection's credential authenticates as the same principal."""
         services = self.view.services  # type: ignore[attr-defined]
         try:
-            principal = await auth.authenticate(services.db, services.settings, **credentials(self.context.connection_params))
+            params = credentials(self.context.connection_params)
+            principal = await auth.authenticate(services.db, services.settings, **params)
         except ServiceError as exc:
             return exc.message
         return None if principal == self.context.principal else "Credentials changed; reconnect"
@@ -113,7 +114,8 @@ class GuardedTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         key_id = self.context.principal.api_key_id
         if key_id is None:
             await asyncio.Future()  # only API keys are revoked
-        async with hub(self.view.services.redis).subscribe(api_key_channel(key_id)) as changes:  # type: ignore[attr-defined, arg-type]
+        redis = self.view.services.redis  # type: ignore[attr-defined]
+        async with hub(redis).subscribe(api_key_channel(key_id)) as changes:  # type: ignore[arg-type]
             while True:  # first once more: the key may have changed before the subscription was live
                 reason = await self._still_valid()
                 if reason is not None:

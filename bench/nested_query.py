@@ -20,9 +20,12 @@ import argparse
 import asyncio
 import contextlib
 import io
+import json
 import os
 import random
+import re
 import socket
+import shutil
 import statistics
 import subprocess
 import sys
@@ -165,8 +168,44 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = os.getenv("WRK_BODY")
+for name, value in string.gmatch(os.getenv("WRK_HEADERS"), "([^\\n:]+): ([^\\n]+)") do wrk.headers[name] = value end
+"""
+
+
+def _ms(text: str) -> float:
+    value, unit = float(text[:-2] if text.endswith(("ms", "us")) else text[:-1]), text[-2:] if text[-2:] in ("ms", "us") else text[-1:]
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def load_wrk(url: str, body: dict[str, Any], headers: dict[str, str], seconds: float) -> dict[str, float]:
+    """wrk (a C load generator, 2 threads, CONCURRENCY connections): the client costs little CPU,
+    so the figures are the server's. Bodies are checked by one request beforehand."""
+    check = httpx.post(url, json=body, headers=headers, timeout=30)
+    if check.status_code != 200 or b'"errors"' in check.content[:200]:
+        raise RuntimeError(f"bad response: {check.status_code} {check.text[:300]}")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT)
+    env = {**os.environ, "WRK_BODY": json.dumps(body), "WRK_HEADERS": "\n".join(f"{k}: {v}" for k, v in
+                                                                                {"content-type": "application/json", **headers}.items())}
+    subprocess.run(["wrk", "-t2", f"-c{CONCURRENCY}", "-d2s", "-s", script.name, url], env=env, capture_output=True, check=True)
+    out = subprocess.run(["wrk", "-t2", f"-c{CONCURRENCY}", f"-d{int(seconds)}s", "--latency", "-s", script.name, url],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    os.unlink(script.name)
+    if "Non-2xx" in out:
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+    found = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": _ms(found["50"]),
+            "p99": _ms(found["99"]), "n": float(re.search(r"(\d+) requests in", out).group(1))}
+
+
 async def load(url: str, body: dict[str, Any], headers: dict[str, str], seconds: float) -> dict[str, float]:
-    """CONCURRENCY clients posting `body` back to back for `seconds` (after a 2 s warm-up)."""
+    """CONCURRENCY clients posting `body` back to back for `seconds` (after a 2 s warm-up): wrk when
+    it is installed, else an async Python client (which shares the CPU with the server)."""
+    if shutil.which("wrk"):
+        return await asyncio.to_thread(load_wrk, url, body, headers, seconds)
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
@@ -268,7 +307,8 @@ async def main() -> None:
         finally:
             stop(baseline)
 
-    print(f"\nconcurrency {CONCURRENCY}, {opts.seconds:.0f} s per run, one server process each, same machine and database\n")
+    client = "wrk" if shutil.which("wrk") else "a Python client (install wrk for server-only figures)"
+    print(f"\nconcurrency {CONCURRENCY} with {client}, {opts.seconds:.0f} s per run, one server process each, same machine and database\n")
     print(f"{'':4} {'server':10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'SQL/req':>8}")
     for name in ("Q1", "Q2"):
         for label, r, sql in (("graphql", ours[name], statements[name]), ("baseline", theirs[name], 1)):

@@ -17,7 +17,7 @@ from schema.context import Info
 from schema.errors import UserError, mutate
 from schema.filters import DateTimeFilter, IDFilter, SortDirection, StringFilter
 from schema.node import Node, global_id, load_node, register_node, uuid_of
-from schema.pagination import Connection, page_args
+from schema.pagination import Connection, nested_connection, page_args
 from schema.sources import Source
 
 if TYPE_CHECKING:
@@ -85,9 +85,7 @@ class Document(Node):
     @strawberry.field
     async def versions(self, info: Info, first: int | None = None, after: str | None = None
                        ) -> Connection[DocumentVersion]:
-        async with info.context.db() as s:
-            page = await service.versions(s, info.context.principal, self._id, page_args(first, after, None, None))
-        return Connection.of(page, DocumentVersion.of)
+        return await nested_connection(info, service.VERSIONS, self._id, first, after, DocumentVersion.of)
 
     @strawberry.field
     async def source(self, info: Info) -> Source | None:
@@ -118,10 +116,7 @@ register_node("Document", load_document)
 async def documents_of_node(info: Info, node_type: str, node_id: uuid.UUID, first: int | None, after: str | None
                             ) -> Connection[Document]:
     """The live documents linked to a node (Contact.documents, Record.documents), newest first."""
-    async with info.context.db() as s:
-        page = await service.list_documents(s, info.context.principal, page_args(first, after, None, None),
-                                            linked_to=(node_type, node_id))
-    return Connection.of(page, Document.of)
+    return await nested_connection(info, service.LINKED_TO[node_type], node_id, first, after, Document.of)
 
 
 @strawberry.input

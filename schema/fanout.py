@@ -107,7 +107,8 @@ class FanOutExecutor(StrawberryGraphQLCoreExecutionContext):
 
     def build_per_event_executor(self, payload: Any) -> Any:
         entry = _by_payload.get(id(payload))
-        if entry is None or entry.payload() is not payload or self.operation.operation is not OperationType.SUBSCRIPTION:
+        subscription = self.operation.operation is OperationType.SUBSCRIPTION
+        if entry is None or entry.payload() is not payload or not subscription:
             return super().build_per_event_executor(payload)
         key = self._share_key
         if key is None:
@@ -119,15 +120,19 @@ class FanOutExecutor(StrawberryGraphQLCoreExecutionContext):
             result = super().build_per_event_executor(payload).execute_operation(False)
             if self.is_awaitable(result):
                 result = asyncio.ensure_future(result)
-                result.add_done_callback(lambda done: None if done.cancelled() or done.exception() else _remember(entry, done.result()))
+                result.add_done_callback(lambda done: _remember(entry, done))
             else:
                 _remember(entry, result)
             entry.results[key] = result
         return _Done(result)
 
 
-def _remember(entry: _Shared, result: ExecutionResult) -> None:
+def _remember(entry: _Shared, result: ExecutionResult | asyncio.Future[ExecutionResult]) -> None:
     """Registers an error-free result's data for `encoded_data`."""
+    if isinstance(result, asyncio.Future):
+        if result.cancelled() or result.exception() is not None:
+            return
+        result = result.result()
     if not result.errors and result.data is not None and entry.payload() is not None:
         entry.encoded[id(result.data)] = (result.data, "")
         _by_data[id(result.data)] = entry

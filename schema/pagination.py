@@ -7,7 +7,7 @@ from typing import Any, Generic, TypeVar
 
 import strawberry
 
-from app.services.pagination import Page, PageArgs
+from app.services.pagination import ChildPages, Page, PageArgs
 
 NodeT = TypeVar("NodeT")
 
@@ -53,3 +53,19 @@ class Connection(Generic[NodeT]):
 
 def page_args(first: int | None, after: str | None, last: int | None, before: str | None) -> PageArgs:
     return PageArgs(first=first, after=after, last=last, before=before)
+
+
+async def nested_connection(
+    info: Any, children: ChildPages, parent: Any, first: int | None, after: str | None, convert: Callable[[Any], NodeT]
+) -> Connection[NodeT]:
+    """A connection under a list of parents: first pages and counts of all parents are batched
+    through loaders; a page after a cursor is one parent's own query."""
+    args = page_args(first, after, None, None)
+    loaders = info.context.loaders
+    if after is None:
+        page = await loaders.load(children.first_pages, (parent, args.size))
+    else:
+        async with info.context.db() as s:
+            page = await children.page(s, info.context.principal, parent, args)
+    page.count = lambda: loaders.load(children.counts, parent)
+    return Connection.of(page, convert)

@@ -20,7 +20,7 @@ from schema.documents import Document, documents_of_node
 from schema.errors import UserError, mutate
 from schema.filters import DateTimeFilter, IDFilter, SortDirection, StringFilter
 from schema.node import Node, global_id, register_node, uuid_of
-from schema.pagination import Connection, page_args
+from schema.pagination import Connection, nested_connection, page_args
 from schema.relationships import Direction, Relationship, node_relationships
 from schema.sources import Source
 from schema.workspaces import DeletePayload, Member
@@ -157,9 +157,7 @@ class Record(Node):
     @strawberry.field(description="Newest version first.")
     async def history(self, info: Info, first: int | None = None, after: str | None = None
                       ) -> Connection[RecordVersion]:
-        async with info.context.db() as s:
-            page = await service.history(s, info.context.principal, self._id, page_args(first, after, None, None))
-        return Connection.of(page, RecordVersion.of)
+        return await nested_connection(info, service.HISTORY, self._id, first, after, RecordVersion.of)
 
     @strawberry.field
     async def relationships(

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -72,10 +73,10 @@ def server(settings: Settings) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def strict_server(settings: Settings) -> Iterator[str]:
-    """An API process issuing 2-second access tokens, pinging every second, allowing 2 operations
-    per socket."""
+    """An API process issuing 2-second access tokens, pinging and re-authenticating sockets every
+    second, allowing 2 operations per socket."""
     with serving(settings, CTXGRAPH_ACCESS_TOKEN_TTL="2", CTXGRAPH_WS_KEEPALIVE_SECONDS="1",
-                 CTXGRAPH_MAX_SUBSCRIPTIONS="2") as url:
+                 CTXGRAPH_WS_AUTH_RECHECK_SECONDS="1", CTXGRAPH_MAX_SUBSCRIPTIONS="2") as url:
         yield url
 
 
@@ -143,6 +144,40 @@ async def test_job_progress_streams_from_a_worker_in_another_process(
     processed = [j["progress"]["processed"] for j in seen]
     assert processed == sorted(processed)
     assert len({p for p in processed if 0 < p < 400}) >= 2  # intermediate batches were streamed
+
+
+async def test_subscribers_of_one_job_share_events_but_get_their_own_selection(
+    api: Api, alice: Account, server: str, worker: None
+) -> None:
+    """The server executes each event once per distinct (operation, variables, credential): two
+    documents and two credentials on one job must still each get exactly what they asked for."""
+    secret, _ = await api_key(api, alice, "watcher", ["jobs:read"])
+    full, short, keyed = (await open_socket(server, auth_of(alice)), await open_socket(server, auth_of(alice)),
+                          await open_socket(server, {"apiKey": secret}))
+    started = await start_import(api, alice, target="CONTACTS", adapter="GENERIC_JSON",
+                                 data=contacts_payload(300, "sh"))
+    job_id = started["job"]["id"]
+    selections = {full: JOB_PROGRESS,
+                  short: "subscription($id: ID!) { jobProgress(id: $id) { status progress { processed } } }",
+                  keyed: "subscription($id: ID!) { jobProgress(id: $id) { id status } }"}
+    for socket_, query in selections.items():
+        await socket_.subscribe(query, {"id": job_id})
+
+    async def stream(socket_: Socket) -> list[dict[str, Any]]:
+        seen = []
+        while (message := await socket_.receive())["type"] == "next":
+            assert "errors" not in message["payload"], message
+            seen.append(message["payload"]["data"]["jobProgress"])
+        assert message["type"] == "complete"
+        await socket_.ws.close()
+        return seen
+
+    got_full, got_short, got_keyed = await asyncio.gather(stream(full), stream(short), stream(keyed))
+    assert got_full[-1]["status"] == got_short[-1]["status"] == got_keyed[-1]["status"] == "COMPLETED"
+    assert got_full[-1]["progress"]["processed"] == got_short[-1]["progress"]["processed"] == 300
+    assert all(set(j) == set(got_full[0]) for j in got_full) and "createdAt" in got_full[0]
+    assert all(set(j) == {"status", "progress"} and set(j["progress"]) == {"processed"} for j in got_short)
+    assert all(j == {"id": job_id, "status": j["status"]} for j in got_keyed)
 
 
 async def test_job_progress_of_a_finished_job_emits_once_and_completes(
@@ -250,3 +285,111 @@ async def test_ctxgraph_import_uploads_follows_and_reports(
     assert summary["status"] == "COMPLETED" and summary["result"]["created"] == 120 and summary["result"]["failed"] == 1
     assert lines[1].startswith("failed item 120 (bad):")
     assert "COMPLETED" in stderr.decode()  # the progress bar's last state
+
+
+LOGIN = """mutation($email: String!, $password: String!) {
+  login(input: {email: $email, password: $password}) { accessToken userErrors { message } } }"""
+CREATE_KEY = """mutation($input: CreateApiKeyInput!) { createApiKey(input: $input) { secret apiKey { id } } }"""
+
+
+async def closed_with(ws: ClientConnection, timeout: float) -> int | None:
+    """The close code the server sends within `timeout` seconds (answering its pings meanwhile)."""
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        async with asyncio.timeout(timeout):
+            while True:
+                if json.loads(await ws.recv()).get("type") == "ping":
+                    await ws.send(json.dumps({"type": "pong"}))
+    return closed.value.rcvd.code if closed.value.rcvd else None
+
+
+async def api_key(api: Api, account: Account, name: str, scopes: list[str], **extra: Any) -> tuple[str, str]:
+    created = (await api.data(CREATE_KEY, {"input": {"name": name, "scopes": scopes, **extra}},
+                              **account.auth))["createApiKey"]
+    return created["secret"], created["apiKey"]["id"]
+
+
+async def test_the_socket_closes_with_4403_when_its_access_token_expires(strict_server: str, alice: Account) -> None:
+    http_url = strict_server.replace("ws://", "http://")
+    login = httpx.post(http_url, json={"query": LOGIN, "variables": {"email": alice.email, "password": alice.password}})
+    token = login.json()["data"]["login"]["accessToken"]  # lives 2 seconds
+    opened = time.monotonic()
+    socket_ = await open_socket(strict_server, {"authorization": f"Bearer {token}", "workspaceId": alice.workspace_id})
+    await socket_.subscribe(EVENTS, {})
+    assert await closed_with(socket_.ws, 10) == 4403
+    assert 1.0 < time.monotonic() - opened < 6
+
+
+async def test_revoking_or_rotating_an_api_key_closes_its_sockets_at_once(
+    api: Api, alice: Account, server: str
+) -> None:
+    """`server` re-authenticates only every minute: the revocation reaches it over Redis."""
+    revoked_secret, revoked_id = await api_key(api, alice, "revoked", ["jobs:read"])
+    rotated_secret, rotated_id = await api_key(api, alice, "rotated", ["jobs:read"])
+    kept_secret, _ = await api_key(api, alice, "kept", ["jobs:read"])
+    revoked = await open_socket(server, {"apiKey": revoked_secret})
+    rotated = await open_socket(server, {"apiKey": rotated_secret})
+    kept = await open_socket(server, {"apiKey": kept_secret})
+    try:
+        await api.data("mutation($id: ID!) { revokeApiKey(id: $id) { apiKey { revokedAt } } }", {"id": revoked_id},
+                       **alice.auth)
+        await api.data("mutation($id: ID!) { rotateApiKey(id: $id) { secret } }", {"id": rotated_id}, **alice.auth)
+        assert await closed_with(revoked.ws, 5) == 4403
+        assert await closed_with(rotated.ws, 5) == 4403
+        await kept.ws.send(json.dumps({"type": "ping"}))  # another key of the workspace is untouched
+        assert (await kept.receive(timeout=5))["type"] == "pong"
+    finally:
+        await kept.ws.close()
+
+
+async def test_an_api_key_socket_closes_when_the_key_expires(api: Api, alice: Account, server: str) -> None:
+    expires = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+    secret, _ = await api_key(api, alice, "short", ["jobs:read"], expiresAt=expires)
+    socket_ = await open_socket(server, {"apiKey": secret})
+    assert await closed_with(socket_.ws, 10) == 4403
+
+
+async def test_a_removed_member_is_noticed_by_the_periodic_reauthentication(
+    api: Api, alice: Account, strict_server: str
+) -> None:
+    """Nothing is announced when a member is removed: the re-authentication every second notices."""
+    from tests.conftest import sign_up
+
+    email = f"leaver-{uuid.uuid4().hex[:8]}@example.com"
+    invite = "mutation($email: String!) { inviteMember(input: {email: $email, role: VIEWER}) { member { id } } }"
+    member_id = (await api.data(invite, {"email": email}, **alice.auth))["inviteMember"]["member"]["id"]
+    leaver = await sign_up(api, email=email)
+    socket_ = await open_socket(strict_server, auth_of(leaver) | {"workspaceId": alice.workspace_id})
+    await api.data("mutation($id: ID!) { removeMember(id: $id) { deletedId } }", {"id": member_id}, **alice.auth)
+    assert await closed_with(socket_.ws, 5) == 4403
+
+
+async def test_the_server_pings_and_answers_pings(strict_server: str, alice: Account) -> None:
+    ws = await connect(strict_server, subprotocols=[PROTOCOL])  # type: ignore[list-item]
+    try:
+        await ws.send(json.dumps({"type": "connection_init", "payload": auth_of(alice)}))
+        ack = await asyncio.wait_for(ws.recv(), 10)
+        assert isinstance(ack, str) and json.loads(ack)["type"] == "connection_ack"  # text frames, as the protocol says
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "pong"
+        assert json.loads(await asyncio.wait_for(ws.recv(), 3))["type"] == "ping"  # every second on this server
+        await ws.send(json.dumps({"type": "pong"}))
+    finally:
+        await ws.close()
+
+
+async def test_operations_over_the_per_socket_cap_get_an_error(strict_server: str, alice: Account) -> None:
+    socket_ = await open_socket(strict_server, auth_of(alice))
+    try:
+        first = await socket_.subscribe(EVENTS, {})
+        await socket_.subscribe(EVENTS, {"types": ["job.*"]})
+        third = await socket_.subscribe(EVENTS, {})
+        refused = await socket_.receive(timeout=10)
+        assert refused == {"id": third, "type": "error", "payload": [{"message": "Subscription limit reached"}]}
+        await socket_.ws.send(json.dumps({"id": first, "type": "complete"}))  # frees a place
+        await asyncio.sleep(0.3)
+        fourth = await socket_.subscribe("subscription($id: ID!) { jobProgress(id: $id) { id } }", {"id": "bad"})
+        answer = await socket_.receive(timeout=10)
+        assert answer["id"] == fourth and answer["type"] in ("next", "error")  # accepted and answered
+        assert "Subscription limit reached" not in json.dumps(answer)
+    finally:
+        await socket_.ws.close()

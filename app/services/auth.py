@@ -159,7 +159,9 @@ async def authenticate(
     return Principal()
 
 
-async def credential_expiry(db: Database, settings: Settings, p: Principal, authorization: str | None) -> datetime | None:
+async def credential_expiry(
+    db: Database, settings: Settings, p: Principal, authorization: str | None
+) -> datetime | None:
     """When the credential `p` was authenticated with stops working by itself: an access token's
     `exp`, an API key's `expiresAt`; None if never. (A revocation is noticed by authenticating again.)"""
     if p.api_key_id is not None:

@@ -1,8 +1,8 @@
 """Contacts: the people a workspace deals with.
 
 Every write of a contact (createContact, updateContact, an import item, a contact created for an
-unknown address by recordActivity) goes through `save_contacts`: one batch of drafts, validated
-and de-duplicated together, written with bulk statements. Emails are normalised and unique among
+unknown address by recordActivity) goes through `write_contacts`: one batch of drafts, validated
+and de-duplicated together, written with a fixed number of set-based statements. Emails are normalised and unique among
 live contacts (primary and secondary addresses alike); (source, remoteId) is unique among all.
 """
 
@@ -497,10 +497,14 @@ def _row(values: dict[str, Any], contact_id: uuid.UUID | None, *, deleted: bool 
     return row
 
 
+Write = tuple[Draft, dict[str, Any], bool]
+"A planned write: the draft, its row, and whether the row is new."
+
+
 async def _apply(s: AsyncSession, ws: uuid.UUID, drafts: list[Draft], current: dict[int, Current]) -> list[Saved]:
     now = datetime.now(UTC)
     outcomes: dict[int, tuple[str, list[Problem]]] = {}
-    writes: list[tuple[Draft, dict[str, Any], bool]] = []
+    writes: list[Write] = []
     for d in drafts:
         outcome, values = _plan(d, current.get(d.index))
         outcomes[d.index] = (outcome, d.problems)
@@ -525,7 +529,7 @@ async def _apply(s: AsyncSession, ws: uuid.UUID, drafts: list[Draft], current: d
     ]
 
 
-async def _write(s: AsyncSession, ws: uuid.UUID, now: datetime, writes: list[tuple[Draft, dict[str, Any], bool]]) -> None:
+async def _write(s: AsyncSession, ws: uuid.UUID, now: datetime, writes: list[Write]) -> None:
     for statement, new in ((_INSERT, True), (_UPDATE, False)):
         rows = [values for _, values, is_new in writes if is_new is new]
         if rows:

@@ -15,17 +15,17 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy import Select, delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Document, DocumentChunk, DocumentLink, DocumentVersion, Source
-from app.services import extract, filters, ids, relationships
+from app.services import contacts, extract, filters, ids, relationships
 from app.services.access import Principal
 from app.services.batch import ItemOutcome
 from app.services.errors import Invalid, Problem, not_found
 from app.services.object_types import live_node_ids
-from app.services.pagination import Page, PageArgs, SortKey, paginate
+from app.services.pagination import ChildPages, Page, PageArgs, SortKey, paginate
 from app.services.validation import check_text
 
 READ, WRITE = "documents:read", "documents:write"
@@ -523,11 +523,26 @@ async def list_documents(
     return await paginate(s, stmt, _keys(order), args)
 
 
-async def versions(s: AsyncSession, p: Principal, document_id: uuid.UUID, args: PageArgs) -> Page[DocumentVersion]:
-    """Newest first."""
-    ws = p.require(READ)
-    stmt = select(DocumentVersion).where(DocumentVersion.workspace_id == ws, DocumentVersion.document_id == document_id)
-    return await paginate(s, stmt, [SortKey(DocumentVersion.version, lambda v: v.version, descending=True)], args)
+def _versions_of(ws: uuid.UUID, document_ids: list[uuid.UUID]) -> tuple[Any, Any, list[SortKey]]:
+    stmt = select(DocumentVersion).where(DocumentVersion.workspace_id == ws, DocumentVersion.document_id.in_(document_ids))
+    return stmt, DocumentVersion.document_id, [SortKey(DocumentVersion.version, lambda v: v.version, descending=True)]
+
+
+def _linked_to(node_type: str) -> Any:
+    def query(ws: uuid.UUID, node_ids: list[uuid.UUID]) -> tuple[Any, Any, list[SortKey]]:
+        stmt = select(Document).join(DocumentLink, DocumentLink.document_id == Document.id).where(
+            Document.workspace_id == ws, Document.deleted_at.is_(None), DocumentLink.workspace_id == ws,
+            DocumentLink.node_type == node_type, DocumentLink.node_id.in_(node_ids),
+        )
+        return stmt, DocumentLink.node_id, _keys(None)
+
+    return query
+
+
+"Document.versions: newest first."
+VERSIONS = ChildPages(READ, _versions_of)
+"Contact.documents, Record.documents: the live documents linked to a node, newest first."
+LINKED_TO = {node_type: ChildPages(READ, _linked_to(node_type)) for node_type in ("Contact", "Record")}
 
 
 async def live_documents_by_id(s: AsyncSession, p: Principal, keys: list[uuid.UUID]) -> dict[uuid.UUID, Document]:
@@ -538,3 +553,25 @@ async def live_documents_by_id(s: AsyncSession, p: Principal, keys: list[uuid.UU
 
 
 relationships.register_endpoint("Document", live_documents_by_id)
+
+
+async def move_contact_links(s: AsyncSession, ws: uuid.UUID, survivor: uuid.UUID, merged: list[uuid.UUID]) -> None:
+    """mergeContacts: documents linked to, or written by, a merged contact now name the survivor
+    (a document linked to several of them keeps one link)."""
+    await s.execute(text(
+        """
+        INSERT INTO document_links (document_id, node_type, node_id, workspace_id)
+        SELECT DISTINCT document_id, 'Contact', :survivor, workspace_id FROM document_links
+        WHERE workspace_id = :ws AND node_type = 'Contact' AND node_id = ANY(:merged)
+        ON CONFLICT DO NOTHING
+        """
+    ), {"ws": ws, "survivor": survivor, "merged": merged})
+    await s.execute(delete(DocumentLink).where(
+        DocumentLink.workspace_id == ws, DocumentLink.node_type == "Contact", DocumentLink.node_id.in_(merged)
+    ))
+    await s.execute(update(Document).where(Document.workspace_id == ws, Document.author_id.in_(merged)).values(
+        author_id=survivor
+    ).execution_options(synchronize_session=False))
+
+
+contacts.on_merge(move_contact_links)

@@ -394,22 +394,27 @@ def _collect(outcomes: dict[int, ItemOutcome], good: list[tuple[int, dict[str, A
 
 _INSERT_ITEMS = text(
     "INSERT INTO job_items (job_id, workspace_id, idx, remote_id, status, outcome, node_type, node_id, error) "
-    "SELECT CAST(:job AS uuid), CAST(:ws AS uuid), x.* FROM unnest(CAST(:idx AS integer[]), CAST(:remote AS text[]), "
-    "CAST(:status AS text[]), CAST(:outcome AS text[]), CAST(:node_type AS text[]), CAST(:node_id AS uuid[]), "
-    "CAST(:error AS text[])) AS x ON CONFLICT (job_id, idx) DO NOTHING"
+    "SELECT CAST(:job AS uuid), CAST(:ws AS uuid), x.i, x.r, x.s, x.o, x.t, x.n, x.e "
+    "FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS x(i integer, r text, s text, o text, t text, n uuid, e text) "
+    "ON CONFLICT (job_id, idx) DO NOTHING"
 )
 
 
 async def save_items(s: AsyncSession, job: Job, outcomes: list[ItemOutcome]) -> None:
-    """A batch's outcomes in one statement (one array per column)."""
+    """A batch's outcomes in one statement: one jsonb parameter, missing keys read as NULL."""
     if not outcomes:
         return
-    await s.execute(_INSERT_ITEMS, {
-        "job": job.id, "ws": job.workspace_id, "idx": [o.index for o in outcomes],
-        "remote": [o.remote_id for o in outcomes], "status": [jobs.ITEM_STATUS[o.outcome] for o in outcomes],
-        "outcome": [o.outcome for o in outcomes], "node_type": [o.node[0] if o.node else None for o in outcomes],
-        "node_id": [o.node[1] if o.node else None for o in outcomes], "error": [o.error for o in outcomes],
-    })
+    items = []
+    for o in outcomes:
+        item: dict[str, Any] = {"i": o.index, "s": jobs.ITEM_STATUS[o.outcome], "o": o.outcome}
+        if o.remote_id is not None:
+            item["r"] = o.remote_id
+        if o.node:
+            item["t"], item["n"] = o.node[0], str(o.node[1])
+        if o.error is not None:
+            item["e"] = o.error
+        items.append(item)
+    await s.execute(_INSERT_ITEMS, {"job": job.id, "ws": job.workspace_id, "items": json.dumps(items)})
 
 
 def tally(job: Job, outcomes: list[ItemOutcome]) -> dict[str, Any]:

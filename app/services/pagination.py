@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, false, func, inspect, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.services.errors import BadInput
@@ -175,3 +175,67 @@ async def paginate(session: AsyncSession, stmt: Select[Any], keys: Sequence[Sort
         return int(await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0)
 
     return page_of(rows, keys, args, count)
+
+
+ChildQuery = Callable[[uuid.UUID, list[Any]], tuple[Select[Any], ColumnElement[Any], list[SortKey]]]
+
+
+@dataclass(frozen=True)
+class ChildPages:
+    """A connection nested under many parents (Record.history, Document.versions...): the first
+    pages, and the counts, of all of an operation's parents come in one statement each, so a
+    nested query's statement count does not grow with its rows.
+
+    `query(workspace_id, parent_ids)` returns the SELECT of the child entity, the column naming
+    each row's parent, and the sort keys (the last one unique).
+    """
+
+    scope: str
+    query: ChildQuery
+
+    async def page(self, s: AsyncSession, p: Any, parent: Any, args: PageArgs) -> Page[Any]:
+        """One parent's page: for `after`/`before` cursors, which only make sense one at a time."""
+        stmt, _, keys = self.query(p.require(self.scope), [parent])
+        return await paginate(s, stmt, keys, args)
+
+    async def first_pages(self, s: AsyncSession, p: Any, keys: list[tuple[Any, int]]) -> dict[tuple[Any, int], Page[Any]]:
+        """Loader fetch: key (parent, page size) -> that parent's first page."""
+        ws = p.require(self.scope)
+        by_size: dict[int, list[Any]] = {}
+        for parent, size in keys:
+            by_size.setdefault(size, []).append(parent)
+        out: dict[tuple[Any, int], Page[Any]] = {}
+        for size, parents in by_size.items():
+            stmt, parent_column, sort = self.query(ws, parents)
+            entity = stmt.column_descriptions[0]["entity"]
+            key = inspect(entity).primary_key[0]
+            ranked = stmt.with_only_columns(
+                key.label("child_key"), parent_column.label("parent_key"),
+                func.row_number().over(partition_by=parent_column, order_by=order_terms(sort, False)).label("child_rank"),
+            ).subquery("ranked")
+            rows = await s.execute(
+                select(entity, ranked.c.parent_key).join(ranked, key == ranked.c.child_key)
+                .where(ranked.c.child_rank <= size + 1).order_by(ranked.c.parent_key, ranked.c.child_rank)
+            )
+            grouped: dict[Any, list[Any]] = {}
+            for row, parent in rows:
+                grouped.setdefault(parent, []).append(row)
+            for parent in parents:
+                found = grouped.get(parent, [])
+                items = found[:size]
+                out[(parent, size)] = Page(
+                    items=items, cursors=[encode_cursor([k.value(r) for k in sort]) for r in items],
+                    has_next_page=len(found) > size, has_previous_page=False, count=_count_unknown,
+                )
+        return out
+
+    async def counts(self, s: AsyncSession, p: Any, parents: list[Any]) -> dict[Any, int]:
+        """Loader fetch: parent -> how many children it has."""
+        stmt, parent_column, _ = self.query(p.require(self.scope), parents)
+        grouped = stmt.with_only_columns(parent_column, func.count()).group_by(parent_column).order_by(None)
+        found: dict[Any, int] = {parent: count for parent, count in await s.execute(grouped)}
+        return {parent: found.get(parent, 0) for parent in parents}
+
+
+async def _count_unknown() -> int:
+    raise RuntimeError("a batched page's count comes from ChildPages.counts")

@@ -27,7 +27,7 @@ from app.services.object_types import (
     AT_ABSENT, COLUMN_OF, NUM_ABSENT, READ, WRITE, BadValue, FieldDef, definitions, get_object_type, live_node_ids,
     normalise, search_text, typed_value, value_rows,
 )
-from app.services.pagination import Page, PageArgs, SortKey, decode_cursor, paginate
+from app.services.pagination import ChildPages, Page, PageArgs, SortKey, decode_cursor, paginate
 from app.services.validation import check_text
 
 MAX_NAME = 500
@@ -557,11 +557,13 @@ async def _paginate(s: AsyncSession, stmt: Select[Any], keys: list[SortKey], arg
     return page
 
 
-async def history(s: AsyncSession, p: Principal, record_id: uuid.UUID, args: PageArgs) -> Page[RecordVersion]:
-    """Newest version first."""
-    ws = p.require(READ)
-    stmt = select(RecordVersion).where(RecordVersion.workspace_id == ws, RecordVersion.record_id == record_id)
-    return await paginate(s, stmt, [SortKey(RecordVersion.version, lambda v: v.version, descending=True)], args)
+def _history_of(ws: uuid.UUID, record_ids: list[uuid.UUID]) -> tuple[Any, Any, list[SortKey]]:
+    stmt = select(RecordVersion).where(RecordVersion.workspace_id == ws, RecordVersion.record_id.in_(record_ids))
+    return stmt, RecordVersion.record_id, [SortKey(RecordVersion.version, lambda v: v.version, descending=True)]
+
+
+"Record.history: newest version first."
+HISTORY = ChildPages(READ, _history_of)
 
 
 async def records_referencing(s: AsyncSession, p: Principal, args: PageArgs, type_name: str, node_id: uuid.UUID
