@@ -4,8 +4,13 @@ An advisory lock serialises concurrent starts (several API processes and workers
 `migrate` together); the revisions themselves are plain SQL, written and reviewed by hand.
 """
 
+import sys
+from pathlib import Path
+
 from alembic import context
 from sqlalchemy import create_engine, pool, text
+
+sys.path.insert(0, str(Path(__file__).parent))  # the revisions share migrations/tenancy.py
 
 MIGRATION_LOCK = 72_6174_2024  # any constant shared by every process of this app
 

@@ -13,7 +13,7 @@ from app.services.access import Principal
 from app.services.errors import Unauthenticated
 from schema.context import Info
 from schema.errors import UserError, mutate, refused
-from schema.node import Node, global_id, register_node, uuid_of
+from schema.node import Node, global_id, node_loader, uuid_of
 from schema.pagination import Connection, page_args
 from schema.workspaces import User, Workspace
 
@@ -40,12 +40,7 @@ class ApiKey(Node):
         )
 
 
-async def _load_api_key(info: Info, id_: object) -> ApiKey | None:
-    row = await info.context.loaders.load(service.api_keys_by_id, id_)
-    return ApiKey.of(row) if row else None
-
-
-register_node("ApiKey", _load_api_key)
+node_loader("ApiKey", service.api_keys_by_id, ApiKey.of)
 
 
 @strawberry.type

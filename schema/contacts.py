@@ -17,18 +17,17 @@ from app.services import activity as activity_service
 from app.services import contacts as service
 from app.services import intelligence
 from app.services import relationships as relationship_service
-from app.services import sources as source_service
 from app.services import workspaces as workspace_service
 from app.services.errors import BadInput
 from schema.context import Info
 from schema.documents import Document, documents_of_node  # issue 4
 from schema.errors import UserError, mutate
 from schema.filters import DateTimeFilter, IDFilter, SortDirection, StringFilter
-from schema.node import Node, global_id, register_node, uuid_of
+from schema.node import Node, global_id, node_loader, uuid_of
 from schema.pagination import Connection, page_args
 from schema.records import Record, records_of_node  # issue 4
 from schema.relationships import Direction, Relationship, node_relationships
-from schema.sources import Source
+from schema.sources import Source, load_source
 from schema.workspaces import Member
 
 
@@ -119,10 +118,7 @@ class Contact(Node):
 
     @strawberry.field
     async def source(self, info: Info) -> Source | None:
-        if self._source_id is None:
-            return None
-        row = await info.context.loaders.load(source_service.sources_by_id, self._source_id)
-        return Source.of(row) if row else None
+        return await load_source(info, self._source_id) if self._source_id else None
 
     @strawberry.field
     async def activity(
@@ -166,12 +162,7 @@ class Contact(Node):
     # -- end of issue 4 addition --
 
 
-async def load_contact(info: Info, id_: uuid.UUID) -> Contact | None:
-    row = await info.context.loaders.load(service.contacts_by_id, id_)
-    return Contact.of(row) if row else None
-
-
-register_node("Contact", load_contact)
+load_contact = node_loader("Contact", service.contacts_by_id, Contact.of)
 
 
 @strawberry.type(description="Newest first. Ids are deterministic (workspace, contact, type, resourceId): recording the same event twice is a no-op.")
@@ -201,12 +192,7 @@ class ActivityEvent(Node):
         )
 
 
-async def load_event(info: Info, id_: uuid.UUID) -> ActivityEvent | None:
-    row = await info.context.loaders.load(activity_service.events_by_id, id_)
-    return ActivityEvent.of(row) if row else None
-
-
-register_node("ActivityEvent", load_event)
+node_loader("ActivityEvent", activity_service.events_by_id, ActivityEvent.of)
 
 
 @strawberry.type

@@ -12,13 +12,12 @@ from strawberry.scalars import JSON
 
 from app.db import models
 from app.services import documents as service
-from app.services import sources as source_service
 from schema.context import Info
 from schema.errors import UserError, mutate
 from schema.filters import DateTimeFilter, IDFilter, SortDirection, StringFilter
-from schema.node import Node, global_id, load_node, register_node, uuid_of
+from schema.node import Node, global_id, load_node, node_loader, uuid_of
 from schema.pagination import Connection, nested_connection, page_args
-from schema.sources import Source
+from schema.sources import Source, load_source
 
 if TYPE_CHECKING:
     from schema.contacts import Contact
@@ -89,10 +88,7 @@ class Document(Node):
 
     @strawberry.field
     async def source(self, info: Info) -> Source | None:
-        if self._source_id is None:
-            return None
-        row = await info.context.loaders.load(source_service.sources_by_id, self._source_id)
-        return Source.of(row) if row else None
+        return await load_source(info, self._source_id) if self._source_id else None
 
     @strawberry.field
     async def author(self, info: Info) -> Annotated[Contact, strawberry.lazy("schema.contacts")] | None:
@@ -105,12 +101,7 @@ class Document(Node):
         return [n for n in nodes if n is not None]
 
 
-async def load_document(info: Info, id_: uuid.UUID) -> Document | None:
-    row = await info.context.loaders.load(service.documents_by_id, id_)
-    return Document.of(row) if row else None
-
-
-register_node("Document", load_document)
+node_loader("Document", service.documents_by_id, Document.of)
 
 
 async def documents_of_node(info: Info, node_type: str, node_id: uuid.UUID, first: int | None, after: str | None

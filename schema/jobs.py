@@ -19,7 +19,7 @@ from app.services import jobs as service
 from schema.context import Context, Info
 from schema.errors import UserError, mutate
 from schema.filters import DateTimeFilter
-from schema.node import Node, global_id, register_node, resolve_node, uuid_of
+from schema.node import Node, global_id, node_loader, resolve_node, uuid_of
 from schema.pagination import Connection, page_args
 from schema.sources import Source, load_source
 from schema.workspaces import Member
@@ -155,12 +155,7 @@ class Job(Node):
         )
 
 
-async def load_job(info: Info, id_: uuid.UUID) -> Job | None:
-    row = await info.context.loaders.load(service.jobs_by_id, id_)
-    return Job.of(row) if row else None
-
-
-register_node("Job", load_job)
+node_loader("Job", service.jobs_by_id, Job.of)
 
 
 @strawberry.input

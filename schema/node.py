@@ -25,6 +25,18 @@ def register_node(type_name: str, load: NodeLoader) -> None:
     _LOADERS[type_name] = load
 
 
+def node_loader(type_name: str, fetch: Any, convert: Callable[[Any], Any]) -> NodeLoader:
+    """Registers `type_name` for `node(id)`: its rows come through the per-operation loader of
+    `fetch(session, principal, ids) -> {id: row}` and become GraphQL objects by `convert`."""
+
+    async def load(info: Info, id_: uuid.UUID) -> Any:
+        row = await info.context.loaders.load(fetch, id_)
+        return convert(row) if row is not None else None
+
+    register_node(type_name, load)
+    return load
+
+
 def global_id(type_name: str, id_: uuid.UUID) -> strawberry.ID:
     return strawberry.ID(ids.encode(type_name, id_))
 

@@ -13,16 +13,15 @@ from strawberry.scalars import JSON
 from app.db import models
 from app.services import object_types as type_service
 from app.services import records as service
-from app.services import sources as source_service
 from app.services import workspaces as workspace_service
 from schema.context import Info
 from schema.documents import Document, documents_of_node
 from schema.errors import UserError, mutate
 from schema.filters import DateTimeFilter, IDFilter, SortDirection, StringFilter
-from schema.node import Node, global_id, register_node, uuid_of
+from schema.node import Node, global_id, node_loader, uuid_of
 from schema.pagination import Connection, nested_connection, page_args
 from schema.relationships import Direction, Relationship, node_relationships
-from schema.sources import Source
+from schema.sources import Source, load_source
 from schema.workspaces import DeletePayload, Member
 
 
@@ -81,18 +80,10 @@ class ObjectType(Node):
 
     @strawberry.field
     async def source(self, info: Info) -> Source | None:
-        if self._source_id is None:
-            return None
-        row = await info.context.loaders.load(source_service.sources_by_id, self._source_id)
-        return Source.of(row) if row else None
+        return await load_source(info, self._source_id) if self._source_id else None
 
 
-async def load_object_type(info: Info, id_: uuid.UUID) -> ObjectType | None:
-    row = await info.context.loaders.load(type_service.object_types_by_id, id_)
-    return ObjectType.of(row) if row else None
-
-
-register_node("ObjectType", load_object_type)
+node_loader("ObjectType", type_service.object_types_by_id, ObjectType.of)
 
 
 @strawberry.type
@@ -149,10 +140,7 @@ class Record(Node):
 
     @strawberry.field
     async def source(self, info: Info) -> Source | None:
-        if self._source_id is None:
-            return None
-        row = await info.context.loaders.load(source_service.sources_by_id, self._source_id)
-        return Source.of(row) if row else None
+        return await load_source(info, self._source_id) if self._source_id else None
 
     @strawberry.field(description="Newest version first.")
     async def history(self, info: Info, first: int | None = None, after: str | None = None
@@ -180,12 +168,7 @@ async def records_of_node(info: Info, node_type: str, node_id: uuid.UUID, first:
     return Connection.of(page, Record.of)
 
 
-async def load_record(info: Info, id_: uuid.UUID) -> Record | None:
-    row = await info.context.loaders.load(service.records_by_id, id_)
-    return Record.of(row) if row else None
-
-
-register_node("Record", load_record)
+node_loader("Record", service.records_by_id, Record.of)
 
 
 @strawberry.input
@@ -361,10 +344,7 @@ class RecordMutations:
             ctx.emit("object_type.deleted", "ObjectType", deleted)
             return deleted
 
-        outcome = await mutate(info, action)
-        if isinstance(outcome, list):
-            return DeletePayload(user_errors=outcome)
-        return DeletePayload(deleted_id=global_id("ObjectType", outcome))
+        return DeletePayload.of(await mutate(info, action), "ObjectType")
 
     @strawberry.mutation
     async def create_record(self, info: Info, input: CreateRecordInput) -> RecordPayload:

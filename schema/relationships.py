@@ -20,7 +20,7 @@ from app.services import relationships as service
 from schema.context import Info
 from schema.errors import UserError, mutate
 from schema.filters import DateTimeFilter, FloatFilter, IDFilter, SortDirection, StringFilter
-from schema.node import Node, global_id, load_node, register_node, uuid_of
+from schema.node import Node, global_id, load_node, node_loader, uuid_of
 from schema.pagination import Connection, page_args
 from schema.workspaces import DeletePayload
 
@@ -73,12 +73,7 @@ class Relationship(Node):
         )
 
 
-async def load_relationship(info: Info, id_: uuid.UUID) -> Relationship | None:
-    row = await info.context.loaders.load(service.relationships_by_id, id_)
-    return Relationship.of(row) if row else None
-
-
-register_node("Relationship", load_relationship)
+node_loader("Relationship", service.relationships_by_id, Relationship.of)
 
 
 async def node_relationships(
@@ -227,7 +222,4 @@ class RelationshipMutations:
             ctx.emit("relationship.deleted", "Relationship", deleted)
             return deleted
 
-        outcome = await mutate(info, action)
-        if isinstance(outcome, list):
-            return DeletePayload(user_errors=outcome)
-        return DeletePayload(deleted_id=global_id("Relationship", outcome))
+        return DeletePayload.of(await mutate(info, action), "Relationship")

@@ -14,7 +14,7 @@ from app.services import sources as service
 from schema.context import Info
 from schema.errors import UserError, mutate
 from schema.filters import DateTimeFilter, IDFilter, SortDirection, StringFilter
-from schema.node import Node, global_id, register_node, uuid_of
+from schema.node import Node, global_id, node_loader, uuid_of
 from schema.pagination import Connection, page_args
 from schema.workspaces import DeletePayload
 
@@ -61,12 +61,7 @@ class Source(Node):
         )
 
 
-async def load_source(info: Info, id_: uuid.UUID) -> Source | None:
-    row = await info.context.loaders.load(service.sources_by_id, id_)
-    return Source.of(row) if row else None
-
-
-register_node("Source", load_source)
+load_source = node_loader("Source", service.sources_by_id, Source.of)
 
 
 @strawberry.input
@@ -158,10 +153,7 @@ class SourceMutations:
     @strawberry.mutation
     async def delete_source(self, info: Info, id: strawberry.ID) -> DeletePayload:
         p = info.context.principal
-        outcome = await mutate(info, lambda s: service.delete_source(s, p, uuid_of(id, "Source")))
-        if isinstance(outcome, list):
-            return DeletePayload(user_errors=outcome)
-        return DeletePayload(deleted_id=global_id("Source", outcome))
+        return DeletePayload.of(await mutate(info, lambda s: service.delete_source(s, p, uuid_of(id, "Source"))), "Source")
 
     @strawberry.mutation
     async def pause_source(self, info: Info, id: strawberry.ID) -> SourcePayload:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from enum import Enum
 
@@ -11,7 +12,7 @@ from app.db import models
 from app.services import workspaces as service
 from schema.context import Info
 from schema.errors import UserError, mutate, refused
-from schema.node import Node, global_id, register_node, uuid_of
+from schema.node import Node, global_id, node_loader, register_node, uuid_of
 from schema.pagination import Connection, page_args
 
 
@@ -71,23 +72,13 @@ class Member(Node):
         )
 
 
-async def _load_member(info: Info, id_: object) -> Member | None:
-    row = await info.context.loaders.load(service.members_by_id, id_)
-    return Member.of(row) if row else None
-
-
-async def _load_user(info: Info, id_: object) -> User | None:
-    row = await info.context.loaders.load(service.users_of_workspace, id_)
-    return User.of(row) if row else None
-
-
+node_loader("Member", service.members_by_id, Member.of)
+node_loader("User", service.users_of_workspace, User.of)
 async def _load_workspace(info: Info, id_: object) -> Workspace | None:
     row = await info.context.loaders.load(service.visible_workspaces, id_)
     return Workspace.of(row, info.context.principal.role) if row else None
 
 
-register_node("Member", _load_member)
-register_node("User", _load_user)
 register_node("Workspace", _load_workspace)
 
 
@@ -118,6 +109,13 @@ class MemberPayload:
 class DeletePayload:
     deleted_id: strawberry.ID | None = None
     user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+    @classmethod
+    def of(cls, outcome: uuid.UUID | list[UserError], type_name: str) -> DeletePayload:
+        """The payload of a delete mutation whose service returned the deleted row's uuid."""
+        if isinstance(outcome, list):
+            return cls(user_errors=outcome)
+        return cls(deleted_id=global_id(type_name, outcome))
 
 
 def member_payload(outcome: models.Member | list[UserError]) -> MemberPayload:
@@ -170,7 +168,4 @@ class WorkspaceMutations:
     @strawberry.mutation
     async def remove_member(self, info: Info, id: strawberry.ID) -> DeletePayload:
         p = info.context.principal
-        outcome = await mutate(info, lambda s: service.remove_member(s, p, uuid_of(id, "Member")))
-        if isinstance(outcome, list):
-            return DeletePayload(user_errors=outcome)
-        return DeletePayload(deleted_id=global_id("Member", outcome))
+        return DeletePayload.of(await mutate(info, lambda s: service.remove_member(s, p, uuid_of(id, "Member"))), "Member")

@@ -111,7 +111,7 @@ async def _end(rt: Runtime, job: Job, status: str, error: str | None = None, mes
 
 async def _recompute(rt: Runtime, job: Job) -> None:
     async with rt.db.tenant(job.workspace_id) as s:
-        counts = await imports.run_recompute(s, imports.job_principal(job, imports.RECOMPUTE.scope))
+        counts = await imports.run_recompute(s, imports.job_principal(job, imports.RECOMPUTE_SCOPE))
         saved = await jobs.save_progress(s, job, counts=counts)
         if saved is None:
             raise LeaseLost

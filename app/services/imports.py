@@ -1,13 +1,12 @@
 """Imports: starting them (validated synchronously, payload stored) and importing one batch.
 
 The target registry maps each ImportTarget to the domain service function that upserts a batch
-of raw items by (source, remoteId) and answers one `ItemOutcome` per item. Functions are looked
-up when used, so a target whose service is not there yet refuses imports with a user error.
+of raw items by (source, remoteId) and answers one `ItemOutcome` per item: the same function a
+mutation of that domain ends in.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import uuid
@@ -34,7 +33,7 @@ from app.jobs.adapters import (
     parse_json,
     parse_mapping,
 )
-from app.services import ids, jobs
+from app.services import activity, contacts, documents, ids, jobs, object_types, records
 from app.services.access import Principal
 from app.services.batch import ItemOutcome
 from app.services.errors import Invalid, Problem, not_found
@@ -47,38 +46,20 @@ ImportFn = Callable[..., Awaitable[list[ItemOutcome]]]
 
 @dataclass(frozen=True)
 class Target:
+    "The scope an import into the target needs, and the domain function that upserts a batch."
     scope: str
-    "(module, function) places to find the import function, first found wins."
-    locations: tuple[tuple[str, str], ...]
+    function: ImportFn
     needs_object_type: bool = False
-
-    def function(self) -> ImportFn | None:
-        for module_name, name in self.locations:
-            try:
-                module = importlib.import_module(module_name)
-            except ModuleNotFoundError:
-                continue
-            fn = getattr(module, name, None)
-            if fn is not None:
-                return fn  # type: ignore[no-any-return]
-        return None
 
 
 TARGETS: dict[str, Target] = {
-    "CONTACTS": Target("contacts:write", (("app.services.contacts", "import_contacts"),)),
-    "ACTIVITY": Target(
-        "contacts:write", (("app.services.activity", "import_activity"), ("app.services.contacts", "import_activity"))
-    ),
-    "RECORDS": Target("records:write", (("app.services.records", "import_records"),), needs_object_type=True),
-    "DOCUMENTS": Target("documents:write", (("app.services.documents", "import_documents"),)),
+    "CONTACTS": Target("contacts:write", contacts.import_contacts),
+    "ACTIVITY": Target("contacts:write", activity.import_activity),
+    "RECORDS": Target("records:write", records.import_records, needs_object_type=True),
+    "DOCUMENTS": Target("documents:write", documents.import_documents),
 }
-"Rebuilds derived relationship edges and intelligence: fn(session, principal) -> counts."
-RECOMPUTE = Target(
-    "contacts:write",
-    (("app.services.relationships", "recompute_relationships"), ("app.services.activity", "recompute_relationships"),
-     ("app.services.contacts", "recompute_relationships")),
-)
-OBJECT_TYPE_LOOKUPS = (("app.services.object_types", "object_types_by_id"), ("app.services.records", "object_types_by_id"))
+"Rebuilds derived relationship edges and intelligence from activity."
+RECOMPUTE_SCOPE = "contacts:write"
 
 
 class Readable(Protocol):
@@ -103,8 +84,7 @@ async def _object_type_id(s: AsyncSession, p: Principal, global_id: str | None) 
     if global_id is None:
         return None
     object_type_id = ids.decode_as(global_id, "ObjectType")
-    lookup = Target("records:read", OBJECT_TYPE_LOOKUPS).function()
-    if object_type_id is None or (lookup is not None and object_type_id not in await lookup(s, p, [object_type_id])):
+    if object_type_id is None or object_type_id not in await object_types.object_types_by_id(s, p, [object_type_id]):
         raise not_found("Object type", ("input", "objectTypeId"))
     return object_type_id
 
@@ -116,8 +96,6 @@ def check_target(p: Principal, target: str, adapter: str, object_type_id: str | 
     if spec is None:
         raise _invalid(f"Unknown import target {target}", ("input", "target"))
     p.require(spec.scope)
-    if spec.function() is None:
-        raise _invalid(f"Imports into {target} are not available on this server yet", ("input", "target"))
     if adapter not in ADAPTERS:
         raise _invalid(f"Unknown adapter {adapter}", ("input", "adapter"))
     if adapter == "CONTENT_HUB" and target != "DOCUMENTS":
@@ -240,9 +218,7 @@ async def sync_source(s: AsyncSession, p: Principal, source_id: uuid.UUID | None
 
 async def recompute_relationships(s: AsyncSession, p: Principal) -> Job:
     ws = p.require(jobs.WRITE)
-    p.require(RECOMPUTE.scope)
-    if RECOMPUTE.function() is None:
-        raise _invalid("Relationship recompute is not available on this server yet", ())
+    p.require(RECOMPUTE_SCOPE)
     job = jobs.new_job(p, ws, "RECOMPUTE_RELATIONSHIPS")
     s.add(job)
     await s.flush()
@@ -251,11 +227,7 @@ async def recompute_relationships(s: AsyncSession, p: Principal) -> Job:
 
 
 async def run_recompute(s: AsyncSession, p: Principal) -> dict[str, Any]:
-    fn = RECOMPUTE.function()
-    if fn is None:
-        raise RuntimeError("relationship recompute is not available")
-    counts = await fn(s, p)
-    return dict(counts) if isinstance(counts, dict) else {}
+    return dict(await activity.recompute_relationships(s, p))
 
 
 def open_sync_file(location: str, root: Path) -> Iterator[bytes]:
@@ -348,9 +320,7 @@ async def import_batch(s: AsyncSession, job: Job, batch: list[tuple[int, Entry]]
     """Import one batch in the caller's transaction; one outcome per entry, in order, each with
     its payload index. An item the target function cannot take fails alone."""
     spec = TARGETS[job.target or ""]
-    fn = spec.function()
-    if fn is None:
-        raise RuntimeError(f"imports into {job.target} are not available")
+    fn = spec.function
     p = job_principal(job, spec.scope)
     outcomes: dict[int, ItemOutcome] = {}
     good: list[tuple[int, dict[str, Any]]] = []
@@ -437,8 +407,6 @@ async def pending_fetches(s: AsyncSession, job: Job, outcomes: list[ItemOutcome]
     """Documents of the batch that wait for their url to be fetched (sent after commit)."""
     if job.target != "DOCUMENTS":
         return []
-    from app.services import documents
-
     return await documents.pending_fetches(s, job_principal(job, TARGETS["DOCUMENTS"].scope), outcomes)
 
 

@@ -10,32 +10,15 @@ workspace set in `app.workspace_id` for the transaction (none when it is unset),
 that ran this migration (auth look-ups, maintenance) sees all.
 """
 
-import os
-
 from alembic import op
+from tenancy import APP_ROLE, enable_tenant_rls
 
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
 
-APP_ROLE = os.environ.get("CTXGRAPH_APP_ROLE", "ctxgraph_app")
 TENANT_TABLES = ("members", "api_keys", "sources")
-
-WORKSPACE_OF_TRANSACTION = "nullif(current_setting('app.workspace_id', true), '')::uuid"
-
-
-def enable_tenant_rls(table: str) -> None:
-    """The second wall behind the service layer's own `workspace_id` filters."""
-    op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
-    op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
-    op.execute(
-        f"CREATE POLICY tenant_isolation ON {table} TO {APP_ROLE} "
-        f"USING (workspace_id = {WORKSPACE_OF_TRANSACTION}) "
-        f"WITH CHECK (workspace_id = {WORKSPACE_OF_TRANSACTION})"
-    )
-    op.execute(f"CREATE POLICY owner_access ON {table} TO CURRENT_USER USING (true) WITH CHECK (true)")
-    op.execute(f"CREATE INDEX ix_{table}_workspace ON {table} (workspace_id)")
 
 
 def upgrade() -> None:
