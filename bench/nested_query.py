@@ -194,7 +194,7 @@ def load_wrk(url: str, body: dict[str, Any], headers: dict[str, str], seconds: f
     out = subprocess.run(["wrk", "-t2", f"-c{CONCURRENCY}", f"-d{int(seconds)}s", "--latency", "-s", script.name, url],
                          env=env, capture_output=True, text=True, check=True).stdout
     os.unlink(script.name)
-    if "Non-2xx" in out:
+    if "Non-2xx" in out or "Socket errors" in out or "Requests/sec:" not in out:
         raise RuntimeError(f"wrk saw errors:\n{out}")
     found = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": _ms(found["50"]),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, func, literal, literal_column, select
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Document, DocumentChunk, Record
@@ -88,7 +89,7 @@ async def _document_hits(s: AsyncSession, ws: uuid.UUID, q: ColumnElement[Any], 
     """A document ranks by its best chunk; the snippet comes from that chunk."""
     matches = func.ctxgraph_chunk_matches(q).table_valued("chunk_id", "document_id", "rank").alias("m")
     best = (select(matches.c.chunk_id, matches.c.document_id, matches.c.rank)
-            .distinct(matches.c.document_id)
+            .ext(distinct_on(matches.c.document_id))
             .join(Document, Document.id == matches.c.document_id)
             .where(Document.workspace_id == ws, Document.deleted_at.is_(None))
             .order_by(matches.c.document_id, matches.c.rank.desc()).subquery())
