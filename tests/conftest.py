@@ -67,6 +67,7 @@ def settings(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory)
         redis_url=redis_url,
         home=tmp_path_factory.mktemp("home"),
         rate_limit_per_minute=1_000_000,
+        fetch_private_networks=True,  # url tests fetch from servers on 127.0.0.1
     ).with_secrets()
     upgrade(s)
     try:

@@ -17,6 +17,7 @@ import httpx
 
 from app.db.engine import Database
 from app.jobs import runtime
+from app.outbound import ForbiddenDestination, async_guard
 from app.pubsub import publish_event
 from app.services import documents as service
 from app.services.extract import CONTENT_TYPES
@@ -41,13 +42,14 @@ class FetchError(Exception):
     """Why a url could not be turned into a document; stored as the document's error."""
 
 
-async def download(url: str, limits: FetchLimits) -> tuple[str, str]:
+async def download(url: str, limits: FetchLimits, allow_private: bool = False) -> tuple[str, str]:
     """(text, content type) of `url`, within `limits`."""
     deadline = time.monotonic() + limits.timeout_seconds
     try:
         async with httpx.AsyncClient(
             follow_redirects=True, max_redirects=limits.max_redirects, timeout=limits.timeout_seconds,
             headers={"user-agent": "ctxgraph-document-fetcher"},
+            event_hooks={"request": [async_guard(allow_private)]},
         ) as client, client.stream("GET", url) as response:
             if response.status_code >= 400:
                 raise FetchError(f"HTTP {response.status_code} from {url}")
@@ -70,11 +72,15 @@ async def download(url: str, limits: FetchLimits) -> tuple[str, str]:
         raise FetchError(f"Timed out after {limits.timeout_seconds:g} s") from None
     except httpx.TooManyRedirects:
         raise FetchError(f"More than {limits.max_redirects} redirects") from None
+    except ForbiddenDestination as exc:
+        raise FetchError(f"Refused to fetch {url}: {exc}") from None
     except httpx.HTTPError as exc:
         raise FetchError(f"Could not fetch {url}: {type(exc).__name__}") from None
 
 
-async def fetch(db: Database, redis: object, document_id: uuid.UUID, workspace_id: uuid.UUID) -> None:
+async def fetch(
+    db: Database, redis: object, document_id: uuid.UUID, workspace_id: uuid.UUID, allow_private: bool = False
+) -> None:
     async with db.tenant(workspace_id) as s:
         url = await service.begin_fetch(s, workspace_id, document_id)
         await s.commit()
@@ -82,7 +88,7 @@ async def fetch(db: Database, redis: object, document_id: uuid.UUID, workspace_i
         return
     body = content_type = error = None
     try:
-        body, content_type = await download(url, LIMITS)
+        body, content_type = await download(url, LIMITS, allow_private)
     except FetchError as exc:
         error = str(exc)
     async with db.tenant(workspace_id) as s:
@@ -97,4 +103,4 @@ async def fetch(db: Database, redis: object, document_id: uuid.UUID, workspace_i
 @dramatiq.actor(queue_name="documents", max_retries=0, time_limit=10 * 60 * 1000)
 def fetch_document(document_id: str, workspace_id: str) -> None:
     rt = runtime.current()
-    rt.run(fetch(rt.db, rt.redis, uuid.UUID(document_id), uuid.UUID(workspace_id)))
+    rt.run(fetch(rt.db, rt.redis, uuid.UUID(document_id), uuid.UUID(workspace_id), rt.settings.fetch_private_networks))

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import httpx
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import outbound
 from app.db.models import Job, JobPayloadChunk, Source
 from app.jobs.adapters import (
     ADAPTERS,
@@ -230,14 +232,19 @@ async def run_recompute(s: AsyncSession, p: Principal) -> dict[str, Any]:
     return dict(await activity.recompute_relationships(s, p))
 
 
-def open_sync_file(location: str, root: Path) -> Iterator[bytes]:
-    """The bytes of a sync source's file, in chunks: an http(s) URL, or a path under `root`."""
+def open_sync_file(location: str, root: Path, allow_private: bool = False) -> Iterator[bytes]:
+    """The bytes of a sync source's file, in chunks: an http(s) URL (public addresses only,
+    unless `allow_private`), or a path under `root`."""
     if location.startswith(("http://", "https://")):
-        import urllib.request
-
-        with urllib.request.urlopen(location, timeout=60) as response:  # noqa: S310 - scheme checked
-            while chunk := response.read(CHUNK_BYTES):
-                yield chunk
+        hooks = {"request": [outbound.sync_guard(allow_private)]}
+        try:
+            with httpx.Client(follow_redirects=True, timeout=60, event_hooks=hooks) as client, \
+                    client.stream("GET", location) as response:
+                if response.status_code >= 400:
+                    raise PayloadError(f"HTTP {response.status_code} from {location}", ("config", "file"))
+                yield from response.iter_bytes(CHUNK_BYTES)
+        except httpx.HTTPError as exc:
+            raise PayloadError(f"Could not fetch {location}: {exc}", ("config", "file")) from None
         return
     path = (root / location).resolve()
     if not path.is_relative_to(root.resolve()):
