@@ -6,10 +6,12 @@ unset: `app.embedded` then starts local servers and fills them in.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
 
@@ -122,6 +124,17 @@ class Settings:
             self.home / "encryption_key", lambda: Fernet.generate_key().decode()
         )
         return replace(self, jwt_secret=jwt_secret, encryption_key=encryption_key)
+
+    @property
+    def redis_namespace(self) -> str:
+        """Prefix of this deployment's Redis keys (queues, rate limits): `broker_namespace`, else
+        one per database, so deployments (or test runs) sharing a Redis but not a database never
+        take each other's jobs or spend each other's rate limits."""
+        if self.broker_namespace:
+            return self.broker_namespace
+        url = urlsplit(self.database_url or "")
+        where = f"{url.hostname}:{url.port}{url.path}"
+        return f"ctxgraph:{url.path.strip('/') or 'db'}:{hashlib.sha256(where.encode()).hexdigest()[:8]}"
 
     @property
     def sqlalchemy_url(self) -> str:

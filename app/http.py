@@ -192,7 +192,7 @@ class Gate:
 
         client = request.client.host if request.client else "unknown"
         identity = principal.rate_key or f"ip:{client}"
-        retry_after = await ratelimit.hit(services.redis, identity, self.settings.rate_limit_per_minute)
+        retry_after = await ratelimit.hit(services.redis, self.settings.redis_namespace, identity, self.settings.rate_limit_per_minute)
         if retry_after is not None:
             return error_response(
                 429, f"Rate limit of {self.settings.rate_limit_per_minute} requests a minute exceeded",

@@ -10,11 +10,11 @@ from redis.asyncio import Redis
 WINDOW = 60
 
 
-async def hit(redis: Redis, identity: str, limit: int) -> int | None:
+async def hit(redis: Redis, namespace: str, identity: str, limit: int) -> int | None:
     """Counts one request; returns the seconds to wait when over `limit`, else None."""
     now = time.time()
     window = int(now // WINDOW)
-    key = f"ctxgraph:rl:{identity}:{window}"
+    key = f"{namespace}:rl:{identity}:{window}"
     async with redis.pipeline(transaction=False) as pipe:
         pipe.incr(key)
         pipe.expire(key, WINDOW + 5)

@@ -20,8 +20,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage, SubscribeMessage
 
+from app import ratelimit
 from app.pubsub import api_key_channel, hub
 from app.services import auth
 from app.services.errors import ServiceError
@@ -29,6 +30,7 @@ from schema.context import Context
 
 log = logging.getLogger("ctxgraph.websocket")
 FORBIDDEN = 4403
+TOO_MANY = 4429
 
 
 def credentials(params: Any) -> dict[str, Any]:
@@ -41,11 +43,34 @@ def credentials(params: Any) -> dict[str, Any]:
 class GuardedTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     _guard: asyncio.Task[None] | None = None
 
+    async def _over_limit(self, identity: str | None) -> int | None:
+        """Seconds to wait when `identity` (else the client's address) is over the rate limit:
+        a socket's operations count like HTTP requests, or it would be a way around the limit."""
+        services = self.context.services
+        client = self.context.request.client
+        key = identity or f"ip:{client.host if client else 'unknown'}"
+        return await ratelimit.hit(services.redis, services.settings.redis_namespace, key, services.settings.rate_limit_per_minute)
+
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        if await self._over_limit(None) is not None:
+            await self.websocket.close(code=TOO_MANY, reason="Too many requests")
+            return
         await super().handle_connection_init(message)
         if self.connection_acknowledged and self._guard is None:
             self._guard = asyncio.create_task(self._guard_socket(), name="ctxgraph-ws-guard")
             self._guard.add_done_callback(self._task_done)
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        if self.connection_acknowledged:
+            retry_after = await self._over_limit(self.context.principal.rate_key)
+            if retry_after is not None:
+                limit = self.context.services.settings.rate_limit_per_minute
+                await self.send_message({"id": message["id"], "type": "error", "payload": [{
+                    "message": f"Rate limit of {limit} requests a minute exceeded",
+                    "extensions": {"code": "RATE_LIMITED", "retryAfter": retry_after},
+                }]})
+                return
+        await super().handle_subscribe(message)
 
     async def shutdown(self) -> None:
         if self._guard is not None and self._guard is not asyncio.current_task():

@@ -83,6 +83,9 @@ class SignUpInput:
     password: str
     name: str | None = None
     workspace_name: str
+    invitation_token: str | None = strawberry.field(
+        default=None, description="Claims an invitation made to this address before it had an account."
+    )
 
 
 @strawberry.input
@@ -158,7 +161,7 @@ class AuthMutations:
         ctx = info.context
         return AuthPayload.of(await refused(service.sign_up(
             ctx.services.db, ctx.services.settings, email=input.email, password=input.password,
-            name=input.name, workspace_name=input.workspace_name,
+            name=input.name, workspace_name=input.workspace_name, invitation_token=input.invitation_token,
         )))
 
     @strawberry.mutation

@@ -1,8 +1,10 @@
 """How big a query is: depth, aliases, and how many nodes it could return.
 
-The node count is GitHub's: for each connection (or list field with first/last/limit), the
-product of the page sizes along its path, summed over the document. Variables count with their
-values, so it is measured per request; depth and aliases depend on the document only.
+The node count is GitHub's: for each field that returns a bounded number of items (first/last/
+limit, given or by default; a connection without them counts its default page; `nodes(ids:)`
+counts its ids), the product of those numbers along its path, summed over the document.
+Variables count with their values, so it is measured per request; depth and aliases depend on
+the document only.
 """
 
 from __future__ import annotations
@@ -14,12 +16,11 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
-    GraphQLList,
-    GraphQLNonNull,
     GraphQLObjectType,
     GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
+    ListValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
     VariableNode,
@@ -38,22 +39,27 @@ class Measure:
     nodes: int = 0
 
 
-def _page_size(field: FieldNode, variables: dict[str, Any], default: int | None) -> int | None:
-    for arg in field.arguments or ():
-        if arg.name.value in PAGE_ARGUMENTS:
-            value = arg.value
-            if isinstance(value, IntValueNode):
-                return int(value.value)
-            if isinstance(value, VariableNode):
-                found = variables.get(value.name.value)
-                return found if isinstance(found, int) else default
+def _page_size(field: FieldNode, definition: Any, variables: dict[str, Any], default: int | None) -> int | None:
+    """How many items the field can return: its first/last/limit (given, else the argument's
+    default), or the length of its `ids` list (`nodes(ids:)`); `default` when none applies."""
+    given = {arg.name.value: arg.value for arg in field.arguments or ()}
+    for name in (*PAGE_ARGUMENTS, "ids"):
+        value = given.get(name)
+        if isinstance(value, VariableNode):
+            value = variables.get(value.name.value)
+        elif isinstance(value, IntValueNode):
+            value = int(value.value)
+        elif isinstance(value, ListValueNode):
+            value = value.values
+        if name == "ids" and isinstance(value, (list, tuple)):
+            return len(value)
+        if isinstance(value, int):
+            return value
+    for name in PAGE_ARGUMENTS:
+        argument = definition.args.get(name) if definition is not None else None
+        if argument is not None and isinstance(argument.default_value, int):
+            return argument.default_value
     return default
-
-
-def _is_list(type_: Any) -> bool:
-    while isinstance(type_, GraphQLNonNull):
-        type_ = type_.of_type
-    return isinstance(type_, GraphQLList)
 
 
 def measure(
@@ -79,9 +85,9 @@ def measure(
                     definition = parent.fields.get(name)
                 child_type = get_named_type(definition.type) if definition else None
                 is_connection = bool(child_type and child_type.name.endswith("Connection"))
-                size = _page_size(selection, variables, DEFAULT_PAGE_SIZE if is_connection else None)
+                size = _page_size(selection, definition, variables, DEFAULT_PAGE_SIZE if is_connection else None)
                 child_multiplier = multiplier
-                if size is not None and (is_connection or (definition and _is_list(definition.type))):
+                if size is not None:
                     child_multiplier = multiplier * max(size, 1)
                     out.nodes += child_multiplier
                 walk(selection.selection_set, child_type, depth + 1, child_multiplier, seen)

@@ -12,9 +12,12 @@ also report every error: a plan that meets bad input steps aside rather than ans
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from graphql import (
     ExecutionResult,
     FieldNode,
@@ -27,31 +30,88 @@ from graphql import (
     get_operation_ast,
 )
 from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
+from sqlalchemy.engine import Dialect
 from strawberry.extensions import SchemaExtension
 from strawberry.types.arguments import convert_arguments
 
 from app.services import contact_plans as plans
-from app.services.contact_plans import EdgesPlan, NotPlannable, Out, Shape
+from app.services import contacts
+from app.services.contact_plans import PAGE_INFO, EdgesPlan, NotPlannable, Out, Prepared, Shape
 from app.services.errors import ServiceError
 from schema.pagination import page_args
 
-PAGE_INFO = ("hasNextPage", "hasPreviousPage", "startCursor", "endCursor")
+PLANS_CACHED = 512
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What an operation's plan is, whoever asks: the statement, and the root's response keys
+    (True for the contacts field, False for a __typename)."""
+
+    plan: Prepared
+    root: tuple[tuple[str, bool], ...]
+
+
+_plans: OrderedDict[tuple[str, str | None, bytes], _Answer | None] = OrderedDict()
 
 
 class Planner(SchemaExtension):
-    """Sets the operation's result before execution when the whole query can be planned."""
+    """Sets the operation's result before execution when the whole query can be planned.
+
+    The plan of a document and its variables is the same for every caller (the workspace is bound
+    per execution), and so is a refusal (bad input is the document's): both are kept, most
+    recently used first, so a repeated query is neither walked nor built again."""
 
     async def on_execute(self) -> AsyncIterator[None]:
         ec = self.execution_context
         context = ec.context
         if context.services.settings.planner and ec.result is None:
-            try:
-                data = await _Plan(ec).run()
-            except (NotPlannable, ServiceError, GraphQLError):
-                data = None
+            data = await self._answer(ec)
             if data is not None:
                 ec.result = ExecutionResult(data=data, errors=None)
         yield
+
+    @staticmethod
+    async def _answer(ec: Any) -> dict[str, Any] | None:
+        context = ec.context
+        try:
+            context.principal.require(contacts.READ)  # the caller's to pass before a plan is shared with them
+        except ServiceError:
+            return None
+        key = _key(ec)
+        if key is not None and key in _plans:
+            _plans.move_to_end(key)
+            answer = _plans[key]
+        else:
+            try:
+                answer = _Plan(ec).prepare(context.services.db.engine.dialect)
+            except (NotPlannable, ServiceError, GraphQLError):
+                answer = None
+            if key is not None:
+                _plans[key] = answer
+                if len(_plans) > PLANS_CACHED:
+                    _plans.popitem(last=False)
+        if answer is None:
+            return None
+        try:
+            async with context.db() as s:
+                found = await plans.contact_list(s, context.principal, answer.plan)
+        except (NotPlannable, ServiceError, GraphQLError):
+            return None
+        if found is None:
+            return None
+        return {key: found if is_contacts else "Query" for key, is_contacts in answer.root}
+
+
+def _key(ec: Any) -> tuple[str, str | None, bytes] | None:
+    """The document, operation and variables; None when the variables are not plain JSON (uploads)."""
+    if not isinstance(ec.query, str):
+        return None
+    try:
+        variables = orjson.dumps(ec.variables, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return None
+    return ec.query, ec.operation_name, variables
 
 
 class _Plan:
@@ -64,29 +124,22 @@ class _Plan:
         self.fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
         self._variables: VariableValues | None = None
 
-    async def run(self) -> dict[str, Any] | None:
+    def prepare(self, dialect: Dialect) -> _Answer | None:
         op = self.operation
         if op is None or op.operation != OperationType.QUERY:
             return None
         root = self.fields(op.selection_set, "Query")
-        data: dict[str, Any] = {}
         contacts = [(key, f) for key, f in root if f.name.value == "contacts"]
         if len(contacts) != 1 or any(f.name.value not in ("contacts", "__typename") for _, f in root):
             return None
-        key, field = contacts[0]
+        _, field = contacts[0]
         kwargs = self.arguments("Query", field)
         shape = self.connection(field, "Contact", self.contact)
         order = [(o.field.value, o.direction.value == "DESC") for o in kwargs.get("order_by") or []]
         args = page_args(kwargs.get("first"), kwargs.get("after"), kwargs.get("last"), kwargs.get("before"))
-        context = self.ec.context
-        async with context.db() as s:
-            found = await plans.contact_list(s, context.principal, args, shape, where=kwargs.get("filter"),
-                                             order=order, search=kwargs.get("search"))
-        if found is None:
-            return None
-        for k, f in root:
-            data[k] = found if f is field else "Query"
-        return data
+        plan = plans.prepare(dialect, self.ec.context.principal, args, shape, where=kwargs.get("filter"),
+                             order=order, search=kwargs.get("search"))
+        return _Answer(plan, tuple((k, f is field) for k, f in root))
 
     # ------------------------------------------------------------ the selection
 

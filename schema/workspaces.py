@@ -102,6 +102,10 @@ class WorkspacePayload:
 @strawberry.type
 class MemberPayload:
     member: Member | None = None
+    invitation_token: str | None = strawberry.field(default=None, description=(
+        "Set when inviting an address with no account yet: the invitee signs up with it "
+        "(SignUpInput.invitationToken) to claim the invitation. Shown once."
+    ))
     user_errors: list[UserError] = strawberry.field(default_factory=list)
 
 
@@ -118,10 +122,11 @@ class DeletePayload:
         return cls(deleted_id=global_id(type_name, outcome))
 
 
-def member_payload(outcome: models.Member | list[UserError]) -> MemberPayload:
+def member_payload(outcome: models.Member | tuple[models.Member, str | None] | list[UserError]) -> MemberPayload:
     if isinstance(outcome, list):
         return MemberPayload(user_errors=outcome)
-    return MemberPayload(member=Member.of(outcome))
+    member, token = outcome if isinstance(outcome, tuple) else (outcome, None)
+    return MemberPayload(member=Member.of(member), invitation_token=token)
 
 
 @strawberry.type

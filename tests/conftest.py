@@ -147,11 +147,12 @@ class Account:
         return {"token": self.token, "workspace": self.workspace_id}
 
 
-async def sign_up(api: Api, *, email: str | None = None, workspace: str = "Acme") -> Account:
+async def sign_up(api: Api, *, email: str | None = None, workspace: str = "Acme",
+                  invitation_token: str | None = None) -> Account:
     email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
     password = "correct horse battery"
     data = await api.data(SIGN_UP, {"input": {"email": email, "password": password, "name": "Test User",
-                                              "workspaceName": workspace}})
+                                              "workspaceName": workspace, "invitationToken": invitation_token}})
     payload = data["signUp"]
     assert payload["userErrors"] == []
     return Account(email, password, payload)
@@ -203,10 +204,10 @@ def sql(app: Any) -> SqlCounter:
     return SqlCounter(app.state.services.db.engine)
 
 
-@pytest.fixture(scope="session")
-def live_server(settings: Settings) -> Iterator[str]:
-    """The app served by uvicorn on a free port (a thread with a loop of its own): its base URL."""
-    import socket
+@contextlib.contextmanager
+def served(settings: Settings) -> Iterator[str]:
+    """The app for `settings` served by uvicorn on a free port (a thread with a loop of its own):
+    its base URL."""
     import threading
     import time
 
@@ -223,6 +224,14 @@ def live_server(settings: Settings) -> Iterator[str]:
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def live_server(settings: Settings) -> Iterator[str]:
+    with served(settings) as url:
+        yield url

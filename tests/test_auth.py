@@ -32,7 +32,9 @@ mutation($name: String!) {
 """
 INVITE = """
 mutation($email: String!, $role: MemberRole!) {
-  inviteMember(input: {email: $email, role: $role}) { member { id role status user { email } } userErrors { field code message } }
+  inviteMember(input: {email: $email, role: $role}) {
+    member { id role status user { email } } invitationToken userErrors { field code message }
+  }
 }
 """
 
@@ -176,8 +178,17 @@ async def test_members_invite_roles_and_last_owner(api: Api, alice: Account) -> 
     dup = (await api.data(INVITE, {"email": newcomer, "role": "ADMIN"}, **alice.auth))["inviteMember"]
     assert dup["userErrors"][0]["code"] == "DUPLICATE"
 
-    claimed = await sign_up(api, email=newcomer, workspace="Newcomer's own")
-    login = (await api.data(LOGIN, {"email": newcomer, "password": claimed.password}))["login"]
+    # Signing up with the address alone does not claim it (else anyone could take the invited role).
+    squatter = await api.data(SIGN_UP, {"input": {"email": newcomer, "password": "attacker password", "workspaceName": "X"}})
+    assert squatter["signUp"]["accessToken"] is None and squatter["signUp"]["userErrors"][0]["code"] == "DUPLICATE"
+    wrong = await api.data(SIGN_UP, {"input": {"email": newcomer, "password": "attacker password", "workspaceName": "X",
+                                               "invitationToken": "guess"}})
+    assert wrong["signUp"]["accessToken"] is None
+    claimed = await api.data(SIGN_UP, {"input": {"email": newcomer, "password": "newcomer password",
+                                                 "workspaceName": "Newcomer's own",
+                                                 "invitationToken": invited["invitationToken"]}})
+    assert claimed["signUp"]["userErrors"] == []
+    login = (await api.data(LOGIN, {"email": newcomer, "password": "newcomer password"}))["login"]
     roles = {w["name"]: w["viewerRole"] for w in login["viewer"]["workspaces"]}
     assert roles == {"Alice Co": "VIEWER", "Newcomer's own": "OWNER"}
 
@@ -252,3 +263,23 @@ async def test_node_respects_scopes(api: Api, alice: Account, scope: str, allowe
         assert body["data"]["node"] == {"id": source["id"]}
     else:
         assert codes(body) == ["FORBIDDEN"]
+
+
+async def test_a_key_cannot_grant_a_role_stronger_than_itself(api: Api, alice: Account, bob: Account) -> None:
+    admin_only = (await api.data(CREATE_KEY, {"input": {"name": "adm", "scopes": ["workspace:admin"]}},
+                                 **alice.auth))["createApiKey"]["secret"]
+    refused = (await api.data(INVITE, {"email": bob.email, "role": "ADMIN"}, api_key=admin_only))["inviteMember"]
+    assert refused["member"] is None and refused["userErrors"][0]["code"] == "FORBIDDEN"
+    everything = (await api.data(CREATE_KEY, {"input": {"name": "all", "scopes": ["*"]}}, **alice.auth))["createApiKey"]["secret"]
+    allowed = (await api.data(INVITE, {"email": bob.email, "role": "ADMIN"}, api_key=everything))["inviteMember"]
+    assert allowed["userErrors"] == [] and allowed["member"]["role"] == "ADMIN"
+
+
+async def test_members_are_hidden_from_keys_that_do_not_administer(api: Api, alice: Account) -> None:
+    reader = (await api.data(CREATE_KEY, {"input": {"name": "r", "scopes": ["contacts:read"]}},
+                             **alice.auth))["createApiKey"]["secret"]
+    assert codes(await api("{ members { totalCount } }", api_key=reader)) == ["FORBIDDEN"]
+    admin = (await api.data(CREATE_KEY, {"input": {"name": "a", "scopes": ["workspace:admin"]}},
+                            **alice.auth))["createApiKey"]["secret"]
+    listed = await api.data("{ members { edges { node { user { email } } } } }", api_key=admin)
+    assert [e["node"]["user"]["email"] for e in listed["members"]["edges"]] == [alice.email]

@@ -303,3 +303,17 @@ async def test_sync_source_reimports_its_file(api: Api, alice: Account, settings
     await api.data("mutation($id: ID!) { pauseSource(id: $id) { source { id } } }", {"id": source}, **alice.auth)
     paused = (await api.data(sync, {"id": source}, **alice.auth))["syncSource"]
     assert paused["userErrors"][0]["code"] == "CONFLICT"
+
+
+async def test_retrying_takes_the_scopes_of_the_work(api: Api, alice: Account, worker: None) -> None:
+    """jobs:write alone may not re-run an import into contacts: retrying writes what the job writes."""
+    started = await start_import(api, alice, target="CONTACTS", adapter="GENERIC_JSON",
+                                 data={"records": [{"id": "x1", "fullName": ""}]})
+    done = await wait_for(api, alice, started["job"]["id"])
+    assert done["progress"]["failed"] == 1
+    key = (await api.data('mutation { createApiKey(input: {name: "jobs", scopes: ["jobs:read", "jobs:write"]}) { secret } }',
+                          **alice.auth))["createApiKey"]["secret"]
+    body = await api(RETRY, {"id": done["id"]}, api_key=key)
+    assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    allowed = (await api.data(RETRY, {"id": done["id"]}, **alice.auth))["retryJob"]
+    assert allowed["userErrors"] == []

@@ -88,3 +88,15 @@ async def test_rate_limit_per_user(settings: Any, alice: Account, bob: Account) 
         assert limited.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
         # Another user has a budget of their own.
         assert (await api.post("{ viewer { scopes } }", **bob.auth)).status_code == 200
+
+
+async def test_node_count_covers_ids_lists_and_limits_by_default(settings: Any, alice: Account) -> None:
+    async with api_with(settings, max_nodes=250) as api:
+        ids = [alice.workspace_id] * 3
+        query = "query($ids: [ID!]!) { nodes(ids: $ids) { id } sources(first: 100) { totalCount } }"
+        assert (await api.data(query, {"ids": ids}, **alice.auth))["nodes"][0]["id"] == alice.workspace_id
+        many = await api.post(query, {"ids": [alice.workspace_id] * 200}, **alice.auth, headers={"accept": GQL})
+        assert "300 nodes" in too_complex(many)
+        # relationshipGraph's default limit (200) counts although the field is not a list
+        graph = "{ relationshipGraph { nodes { id } } sources(first: 100) { totalCount } }"
+        assert "300 nodes" in too_complex(await api.post(graph, **alice.auth, headers={"accept": GQL}))

@@ -355,9 +355,10 @@ async def test_a_removed_member_is_noticed_by_the_periodic_reauthentication(
     from tests.conftest import sign_up
 
     email = f"leaver-{uuid.uuid4().hex[:8]}@example.com"
-    invite = "mutation($email: String!) { inviteMember(input: {email: $email, role: VIEWER}) { member { id } } }"
-    member_id = (await api.data(invite, {"email": email}, **alice.auth))["inviteMember"]["member"]["id"]
-    leaver = await sign_up(api, email=email)
+    invite = "mutation($email: String!) { inviteMember(input: {email: $email, role: VIEWER}) { member { id } invitationToken } }"
+    invited = (await api.data(invite, {"email": email}, **alice.auth))["inviteMember"]
+    member_id = invited["member"]["id"]
+    leaver = await sign_up(api, email=email, invitation_token=invited["invitationToken"])
     socket_ = await open_socket(strict_server, auth_of(leaver) | {"workspaceId": alice.workspace_id})
     await api.data("mutation($id: ID!) { removeMember(id: $id) { deletedId } }", {"id": member_id}, **alice.auth)
     assert await closed_with(socket_.ws, 5) == 4403

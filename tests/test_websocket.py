@@ -101,3 +101,27 @@ async def test_cross_origin_pages_are_refused_unless_allowed(server: str) -> Non
     assert refused.value.response.status_code == 403
     same = await connect(server, subprotocols=[PROTOCOL], origin=server.replace("ws://", "http://").removesuffix("/graphql"))
     await same.close()
+
+
+async def test_operations_over_a_socket_count_against_the_rate_limit(settings: Any, alice: Account) -> None:
+    """Otherwise a socket would be a way around the limit (e.g. to guess passwords with login)."""
+    from dataclasses import replace
+
+    from tests.conftest import served
+
+    import uuid
+
+    # A namespace of its own: the limit is not spent by the other tests' requests.
+    with served(replace(settings, rate_limit_per_minute=4, broker_namespace=f"ws-limit-{uuid.uuid4().hex}")) as base:
+        ws, ack = await handshake(base.replace("http://", "ws://") + "/graphql",
+                                  {"authorization": f"Bearer {alice.token}"})
+        assert ack == {"type": "connection_ack"}
+        replies = []
+        for i in range(5):
+            await ws.send(json.dumps({"id": str(i), "type": "subscribe", "payload": {"query": "{ __typename }"}}))
+            replies.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
+            if replies[-1]["type"] == "next":
+                assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "complete"
+        assert [r["type"] for r in replies] == ["next", "next", "next", "next", "error"]
+        assert replies[-1]["payload"][0]["extensions"]["code"] == "RATE_LIMITED"
+        await ws.close()

@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -43,6 +43,7 @@ class Database:
         self._sessions = async_sessionmaker(
             self.engine, expire_on_commit=False, sync_session_class=ScopedSession, autoflush=False
         )
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def tenant(self, workspace_id: uuid.UUID | None) -> AsyncSession:
         """A session whose transactions see only `workspace_id`'s rows of tenant tables (none
@@ -52,6 +53,12 @@ class Database:
     def system(self) -> AsyncSession:
         """A session as the owner: for auth look-ups that cross workspaces. Use sparingly."""
         return self._sessions()
+
+    def lookup(self) -> AsyncConnection:
+        """A pooled connection as the owner in autocommit, for the look-ups of every request
+        (credentials): each statement is its own transaction, without a BEGIN and a ROLLBACK
+        round trip around it."""
+        return self._autocommit.connect()
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

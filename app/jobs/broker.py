@@ -7,11 +7,9 @@ broker first and only then imports `app.jobs.actors`: import actors only through
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 import threading
-from urllib.parse import urlsplit
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
@@ -39,13 +37,8 @@ _key: tuple[str, str] | None = None
 
 
 def namespace_of(settings: Settings) -> str:
-    """The Redis key namespace of the queues: `broker_namespace`, else one per database, so that
-    deployments (or test runs) sharing a Redis but not a database never take each other's jobs."""
-    if settings.broker_namespace:
-        return settings.broker_namespace
-    url = urlsplit(settings.database_url or "")
-    where = f"{url.hostname}:{url.port}{url.path}"
-    return f"ctxgraph:{url.path.strip('/') or 'db'}:{hashlib.sha256(where.encode()).hexdigest()[:8]}"
+    """The Redis key namespace of the queues (see `Settings.redis_namespace`)."""
+    return settings.redis_namespace
 
 
 def setup_broker(settings: Settings) -> RedisBroker:

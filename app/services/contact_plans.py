@@ -10,22 +10,24 @@ values, exactly as `paginate` does; those of an edge page are encoded by Postgre
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from sqlalchemy import and_, case, false, func, literal_column, or_, select, true
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import Text
 
 from app.db.models import Contact, Relationship
 from app.services import contacts, relationships
 from app.services.access import Principal
-from app.services.pagination import PageArgs, order_terms, page_of, window
+from app.services.pagination import PageArgs, SortKey, encode_cursor, order_terms, page_of, window
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ RELATIONSHIP_FIELDS = {
     "lastSeenAt": "last_seen_at", "isActive": "is_active", "metadata": "metadata", "createdAt": "created_at",
 }
 ENDS = ("source", "target", "other")
+PAGE_INFO = ("hasNextPage", "hasPreviousPage", "startCursor", "endCursor")
 TIMESTAMPS = {"created_at", "updated_at", "deleted_at", "last_seen_at"}
 MAX_KEYS = 50  # json_build_object takes at most 100 arguments
 _NAME = re.compile(r"^[_A-Za-z][_0-9A-Za-z]*$")
@@ -192,13 +195,32 @@ def _edges(ws: uuid.UUID, outer: Any, owner: Any, plan: EdgesPlan) -> tuple[Any,
     return (_object(conn), func.coalesce(agg.c.missing, False)), agg
 
 
-async def contact_list(
-    s: AsyncSession, p: Principal, args: PageArgs, shape: Shape, *, where: Any = None,
+WORKSPACE = uuid.uuid4()
+"""Stands for the workspace in a prepared statement: a value of this process that no input can
+name, so every bound parameter holding it is the workspace id, bound afresh per execution."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A contact list's statement, built and compiled once for every operation of the same
+    document and variables (schema.planner caches it): what is left per request is binding the
+    workspace, one round trip, and shaping the rows."""
+
+    sql: str
+    params: dict[str, Any]
+    workspace_params: tuple[tuple[str, Callable[[Any], Any] | None], ...]  # names, and the type's conversion
+    keys: list[SortKey]
+    args: PageArgs
+    shape: Shape
+
+
+def prepare(
+    dialect: Dialect, p: Principal, args: PageArgs, shape: Shape, *, where: Any = None,
     order: Sequence[tuple[str, bool]] | None = None, search: str | None = None,
-) -> dict[str, Any] | None:
-    """The contacts connection `shape` describes, as `list_contacts` and the resolvers give it;
-    None when an edge ends at something the statement cannot show (a record, a missing node).
+) -> Prepared:
+    """The contacts connection `shape` describes, over the same query `list_contacts` runs.
     Raises NotPlannable for a shape it cannot build, and the services' errors for bad input."""
+    p = dataclasses.replace(p, workspace_id=WORKSPACE)
     ws = p.require(contacts.READ)
     if not args.size:
         raise NotPlannable("empty page")  # paginate reads nothing then
@@ -206,8 +228,7 @@ async def contact_list(
     page = window(contacts.contacts_query(p, where=where, order=order, search=search, entity=False), keys, args)
     c = page.add_columns(func.row_number().over(order_by=order_terms(keys, args.backward)).label("_rn")).subquery("c")
 
-    edges = next((o for o in shape if o.name == "edges"), None)
-    node_shape = next((o.value for o in (edges.value if edges else ()) if o.name == "node"), None)
+    node_shape = _node_shape(shape)
     values = [c.c[name] for name in ("id", "full_name", "created_at", "updated_at", "sort_last_contact_at", "sort_strength")
               if name in c.c]
     columns: list[Any] = [*values, c.c._rn]
@@ -227,41 +248,81 @@ async def contact_list(
     else:
         stmt = select(*columns).select_from(c)
     stmt = stmt.order_by(c.c._rn)
-    wants_total = any(o.name == "totalCount" for o in shape)
-    if wants_total:
+    if any(o.name == "totalCount" for o in shape):
         base = contacts.contacts_query(p, where=where, order=order, search=search, entity=False).order_by(None)
         total = select(func.count().label("total")).select_from(base.subquery()).subquery("t")
         rows_of = stmt.lateral("p")
         stmt = select(total.c.total, rows_of).select_from(total.outerjoin(rows_of, true())).order_by(rows_of.c._rn)
 
-    rows = list((await s.execute(stmt)).all())
+    state = stmt.compile(dialect=dialect).construct_expanded_state()  # IN lists expanded, as execution does
+    params, workspace = {}, []
+    for name, value in state.parameters.items():
+        convert = state.processors.get(name)
+        if value == WORKSPACE:
+            workspace.append((name, convert))
+        else:
+            params[name] = value if convert is None else convert(value)
+    return Prepared(state.statement, params, tuple(workspace), keys, args, shape)
+
+
+async def contact_list(s: AsyncSession, p: Principal, plan: Prepared) -> dict[str, Any] | None:
+    """The connection as `list_contacts` and the resolvers give it; None when an edge ends at
+    something the statement cannot show (a record, a missing node).
+
+    The compiled text runs as is on the session's connection, in the session's transaction (so
+    under its workspace scope); the rows it reads (uuids, times, numbers, text, booleans) are the
+    values the driver gives SQLAlchemy too."""
+    ws = p.require(contacts.READ)
+    params = {**plan.params, **{name: ws if convert is None else convert(ws) for name, convert in plan.workspace_params}}
+    conn = await s.connection()
+    rows = list((await conn.exec_driver_sql(plan.sql, params)).all())
+    shape, keys, args = plan.shape, plan.keys, plan.args
+    wants_total = any(o.name == "totalCount" for o in shape)
     total_count = rows[0].total if wants_total else None
-    rows = [r for r in rows if r._rn is not None]
-    if node_shape is not None and any(r.missing for r in rows):
+    if wants_total:
+        rows = [r for r in rows if r._rn is not None]
+    if _node_shape(shape) is not None and any(r.missing for r in rows):
         return None
 
     async def no_count() -> int:
         raise AssertionError("counted in the statement")
 
-    result = page_of(rows, keys, args, no_count)
-    page_info = {"hasNextPage": result.has_next_page, "hasPreviousPage": result.has_previous_page,
-                 "startCursor": result.start_cursor, "endCursor": result.end_cursor}
+    edges = next((o for o in shape if o.name == "edges"), None)
+    every = edges is not None and any(o.name == "cursor" for o in edges.value)
+    result = page_of(rows, keys, args, no_count, cursors=every)  # encoding 50 cursors nobody reads is a tenth of a request
 
-    def edge(row: Any, cursor: str) -> dict[str, Any]:
+    def bound(i: int) -> str | None:
+        """The page's first (0) or last (-1) cursor, for pageInfo."""
+        if not result.items:
+            return None
+        return result.cursors[i] if every else encode_cursor([k.value(result.items[i]) for k in keys])
+
+    def page_info(name: str) -> Any:
+        if name in ("hasNextPage", "hasPreviousPage"):
+            return result.has_next_page if name == "hasNextPage" else result.has_previous_page
+        return bound(0 if name == "startCursor" else -1)
+
+    def edge(row: Any, cursor: str | None) -> dict[str, Any]:
         return {o.key: cursor if o.name == "cursor" else orjson.loads(row.node) if o.name == "node" else _constant(o)
                 for o in edges.value}  # type: ignore[union-attr]
 
     out: dict[str, Any] = {}
     for o in shape:
         if o.name == "edges":
-            out[o.key] = [edge(r, cursor) for r, cursor in zip(result.items, result.cursors, strict=True)]
+            cursors = result.cursors if every else [None] * len(result.items)
+            out[o.key] = [edge(r, cursor) for r, cursor in zip(result.items, cursors, strict=True)]
         elif o.name == "pageInfo":
-            out[o.key] = {i.key: page_info[i.name] if i.name in page_info else _constant(i) for i in o.value}
+            out[o.key] = {i.key: page_info(i.name) if i.name in PAGE_INFO else _constant(i) for i in o.value}
         elif o.name == "totalCount":
             out[o.key] = int(total_count or 0)
         else:
             out[o.key] = _constant(o)
     return out
+
+
+def _node_shape(shape: Shape) -> Shape | None:
+    edges = next((o for o in shape if o.name == "edges"), None)
+    return next((o.value for o in (edges.value if edges else ()) if o.name == "node"), None)
 
 
 def _constant(out: Out) -> Any:

@@ -55,13 +55,13 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {
-    "CONTACTS": Target("contacts:write", contacts.import_contacts),
-    "ACTIVITY": Target("contacts:write", activity.import_activity),
-    "RECORDS": Target("records:write", records.import_records, needs_object_type=True),
-    "DOCUMENTS": Target("documents:write", documents.import_documents),
+    "CONTACTS": Target(jobs.TARGET_SCOPES["CONTACTS"], contacts.import_contacts),
+    "ACTIVITY": Target(jobs.TARGET_SCOPES["ACTIVITY"], activity.import_activity),
+    "RECORDS": Target(jobs.TARGET_SCOPES["RECORDS"], records.import_records, needs_object_type=True),
+    "DOCUMENTS": Target(jobs.TARGET_SCOPES["DOCUMENTS"], documents.import_documents),
 }
 "Rebuilds derived relationship edges and intelligence from activity."
-RECOMPUTE_SCOPE = "contacts:write"
+RECOMPUTE_SCOPE = jobs.KIND_SCOPES["RECOMPUTE_RELATIONSHIPS"][0]
 
 
 class Readable(Protocol):

@@ -98,10 +98,19 @@ async def cancel_job(s: AsyncSession, p: Principal, job_id: uuid.UUID | None) ->
     return job
 
 
+"What starting a job of each kind (and import target) takes beyond jobs:write."
+TARGET_SCOPES = {"CONTACTS": "contacts:write", "ACTIVITY": "contacts:write", "RECORDS": "records:write",
+                 "DOCUMENTS": "documents:write"}
+KIND_SCOPES = {"SYNC_SOURCE": ("sources:write",), "RECOMPUTE_RELATIONSHIPS": ("contacts:write",)}
+
+
 async def retry_job(s: AsyncSession, p: Principal, job_id: uuid.UUID | None) -> Job:
-    """A new job over the items the finished one failed, and those it never reached."""
+    """A new job over the items the finished one failed, and those it never reached. Retrying
+    writes what the job writes, so it takes the scopes that starting the job took."""
     ws = p.require(WRITE)
     job = await _locked(s, ws, job_id)
+    for scope in (*KIND_SCOPES.get(job.kind, ()), *([TARGET_SCOPES[job.target]] if job.target in TARGET_SCOPES else [])):
+        p.require(scope)
     if job.status not in TERMINAL:
         raise Invalid(Problem(f"Only finished jobs can be retried; this one is {job.status}", "CONFLICT", ("id",)))
     params = dict(job.params)

@@ -150,8 +150,11 @@ def window(stmt: Select[Any], keys: Sequence[SortKey], args: PageArgs) -> Select
     return query.order_by(*order_terms(keys, reverse=args.backward)).limit(size + 1)
 
 
-def page_of(rows: list[Any], keys: Sequence[SortKey], args: PageArgs, count: Callable[[], Awaitable[int]]) -> Page[Any]:
-    """The page of the rows `window` fetched, in page order."""
+def page_of(
+    rows: list[Any], keys: Sequence[SortKey], args: PageArgs, count: Callable[[], Awaitable[int]], cursors: bool = True
+) -> Page[Any]:
+    """The page of the rows `window` fetched, in page order; `cursors=False` leaves them out, for
+    a caller that shows none."""
     size, backward = args.size, args.backward
     more = len(rows) > size
     rows = rows[:size]
@@ -159,7 +162,7 @@ def page_of(rows: list[Any], keys: Sequence[SortKey], args: PageArgs, count: Cal
         rows.reverse()
     return Page(
         items=rows,
-        cursors=[encode_cursor([k.value(row) for k in keys]) for row in rows],
+        cursors=[encode_cursor([k.value(row) for k in keys]) for row in rows] if cursors else [],
         has_next_page=more if not backward else args.before is not None,
         has_previous_page=more if backward else args.after is not None,
         count=count,

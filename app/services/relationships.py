@@ -619,7 +619,13 @@ async def _ranked_contacts(s: AsyncSession, ws: uuid.UUID, candidates: Sequence[
     return list(await s.scalars(query.order_by(first, contacts.STRENGTH_KEY.desc(), Contact.id).limit(limit)))
 
 
+CLIQUE_MAX = 25
+
+
 def _virtual_edges(nodes: list[Contact], kinds: Sequence[str]) -> list[Relationship]:
+    """same_company / same_domain edges among the returned nodes: every pair of a small group,
+    but a star around its strongest member once a group passes CLIQUE_MAX, since a clique grows
+    quadratically (1,000 colleagues would be ~500,000 edges)."""
     out = []
     for kind in sorted(VIRTUAL & set(kinds)):
         by_key: dict[str, list[Contact]] = defaultdict(list)
@@ -628,10 +634,11 @@ def _virtual_edges(nodes: list[Contact], kinds: Sequence[str]) -> list[Relations
             if key and key not in (PUBLIC_MAIL_DOMAINS if kind == "same_domain" else ()):
                 by_key[key].append(c)
         for group in by_key.values():
-            for i, a in enumerate(group):
-                for b in group[i + 1:]:
-                    out.append(Relationship(kind=kind, source_id=a.id, target_id=b.id, weight=0.0,
-                                            shared_thread_count=0, shared_calendar_count=0, last_seen_at=None))
+            pairs = ((a, b) for i, a in enumerate(group) for b in group[i + 1:]) if len(group) <= CLIQUE_MAX \
+                else ((group[0], b) for b in group[1:])
+            for a, b in pairs:
+                out.append(Relationship(kind=kind, source_id=a.id, target_id=b.id, weight=0.0,
+                                        shared_thread_count=0, shared_calendar_count=0, last_seen_at=None))
     return out
 
 

@@ -9,9 +9,10 @@ import uuid
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import security
 from app.db.engine import Database
 from app.db.models import Member, User, Workspace
-from app.services.access import ADMIN_SCOPE, Principal
+from app.services.access import ADMIN_SCOPE, ROLE_SCOPES, Principal, covers
 from app.services.errors import Invalid, Problem, not_found
 from app.services.pagination import Page, PageArgs, SortKey, paginate
 from app.services.validation import check_email, check_text, normalise_email, problems
@@ -56,19 +57,19 @@ async def visible_workspaces(s: AsyncSession, p: Principal, ids: list[uuid.UUID]
 
 
 async def list_members(s: AsyncSession, p: Principal, args: PageArgs) -> Page[Member]:
-    ws = p.require_workspace()
+    ws = _members_visible(p)
     return await paginate(s, select(Member).where(Member.workspace_id == ws), MEMBER_ORDER, args)
 
 
 async def members_by_id(s: AsyncSession, p: Principal, member_ids: list[uuid.UUID]) -> dict[uuid.UUID, Member]:
-    ws = p.require_workspace()
+    ws = _members_visible(p)
     rows = await s.scalars(select(Member).where(Member.workspace_id == ws, Member.id.in_(member_ids)))
     return {m.id: m for m in rows}
 
 
 async def users_of_workspace(s: AsyncSession, p: Principal, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, User]:
     """Users are visible to their fellow members (and to themselves), nobody else."""
-    ws = p.require_workspace()
+    ws = _members_visible(p)
     rows = await s.scalars(
         select(User).join(Member, Member.user_id == User.id).where(Member.workspace_id == ws, User.id.in_(user_ids))
     )
@@ -79,9 +80,21 @@ async def users_of_workspace(s: AsyncSession, p: Principal, user_ids: list[uuid.
 
 
 def _check_role_change(p: Principal, target_role: str, new_role: str | None) -> None:
-    """An ADMIN manages ADMINs and below; only an OWNER touches or grants OWNER."""
+    """An ADMIN manages ADMINs and below; only an OWNER touches or grants OWNER; nobody (an API
+    key with workspace:admin included) grants a role with scopes it does not hold itself."""
     if p.role != "OWNER" and "OWNER" in (target_role, new_role):
         raise Invalid(Problem("Only an OWNER can manage owners", "FORBIDDEN", ("role",)))
+    if new_role is not None and not covers(p.scopes, ROLE_SCOPES[new_role]):
+        raise Invalid(Problem(f"Granting {new_role} needs the scopes it carries", "FORBIDDEN", ("role",)))
+
+
+def _members_visible(p: Principal) -> uuid.UUID:
+    """Members and their emails are for users of the workspace, and for API keys that
+    administer it, not for every integration's key."""
+    ws = p.require_workspace()
+    if p.user_id is None:
+        p.require(ADMIN_SCOPE)
+    return ws
 
 
 async def _member(s: AsyncSession, ws: uuid.UUID, member_id: uuid.UUID | None) -> Member:
@@ -102,8 +115,9 @@ async def _is_last_owner(s: AsyncSession, member: Member) -> bool:
     return (owners or 0) <= 1
 
 
-async def invite_member(s: AsyncSession, p: Principal, *, email: str, role: str) -> Member:
-    """Invites an existing user or creates a password-less one, who claims it by signing up."""
+async def invite_member(s: AsyncSession, p: Principal, *, email: str, role: str) -> tuple[Member, str | None]:
+    """Invites an existing user (active on their next login), or creates a password-less one
+    and returns the token that claims it: signing up with the address alone does not."""
     ws = p.require(ADMIN_SCOPE)
     email = normalise_email(email)
     found = problems(check_email(email, ("input", "email")))
@@ -117,10 +131,12 @@ async def invite_member(s: AsyncSession, p: Principal, *, email: str, role: str)
         await s.flush()
     elif await s.scalar(select(Member.id).where(Member.workspace_id == ws, Member.user_id == user.id)):
         raise Invalid(Problem("This user is already a member", "DUPLICATE", ("input", "email")))
-    member = Member(workspace_id=ws, user_id=user.id, role=role, status="INVITED")
+    token = security.new_refresh_token() if user.password_hash is None else None
+    member = Member(workspace_id=ws, user_id=user.id, role=role, status="INVITED",
+                    invitation_token_hash=security.sha256(token) if token else None)
     s.add(member)
     await s.flush()
-    return member
+    return member, token
 
 
 async def update_member_role(s: AsyncSession, p: Principal, member_id: uuid.UUID | None, role: str) -> Member:

@@ -40,6 +40,8 @@ class Member(Base):
     role: Mapped[str]
     "INVITED until the user's first login, then ACTIVE."
     status: Mapped[str]
+    "SHA-256 of the token that claims a password-less invited account (see auth.sign_up)."
+    invitation_token_hash: Mapped[str | None]
     created_at: Mapped[datetime] = created_timestamp()
 
 
