@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -56,6 +56,7 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 REQUESTS = Counter("ctxgraph_http_requests_total", "GraphQL HTTP requests", ["status"])
 LATENCY = Histogram("ctxgraph_http_request_seconds", "GraphQL HTTP request latency")
+REDIS_CONNECTIONS = 64
 STATUS_OF = {"UNAUTHENTICATED": 401, "FORBIDDEN": 403, "RATE_LIMITED": 429, "BAD_USER_INPUT": 400}
 
 
@@ -323,11 +324,17 @@ async def metrics(_: Request) -> Response:
     return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
+def redis_client(url: str) -> Redis:
+    """A client whose calls wait for a free connection instead of failing: a burst (1,000 sockets
+    connecting at once, each counted by the rate limiter) must queue, not error."""
+    return Redis(connection_pool=BlockingConnectionPool.from_url(url, max_connections=REDIS_CONNECTIONS, timeout=20))
+
+
 def create_app(settings: Settings) -> Starlette:
     """The app for `settings`; connections open on first use and close at shutdown."""
     settings = settings.with_secrets()
     services = Services(
-        settings=settings, db=Database(settings), redis=Redis.from_url(settings.redis_url or ""),
+        settings=settings, db=Database(settings), redis=redis_client(settings.redis_url or ""),
         vault=Vault(settings.encryption_key or ""),
     )
     view = GraphQLView(services)

@@ -27,7 +27,7 @@ def _refuse_private(host: str, addresses: list[str]) -> None:
     for address in addresses:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
         if not ip.is_global:
-            raise ForbiddenDestination(f"{host} resolves to {ip}, which is not a public address")
+            raise ForbiddenDestination(f"{host} is not a public address")  # which one stays unsaid
 
 
 def _target(request: httpx.Request) -> tuple[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -279,10 +280,11 @@ async def test_scopes_guard_jobs(api: Api, alice: Account) -> None:
 
 
 async def test_sync_source_reimports_its_file(api: Api, alice: Account, settings: Settings, worker: None) -> None:
-    files = Path(settings.home) / "files"
+    workspace_uuid = base64.b64decode(alice.workspace_id).decode().split(":")[1]
+    files = Path(settings.home) / "files" / workspace_uuid  # each workspace reads only its own folder
     files.mkdir(parents=True, exist_ok=True)
-    (files / f"{alice.workspace_id}.csv").write_text("ref,name,email\nf1,File One,f1@example.com\nf2,File Two,f2@example.com\n")
-    config = {"file": f"{alice.workspace_id}.csv", "import": {
+    (files / "people.csv").write_text("ref,name,email\nf1,File One,f1@example.com\nf2,File Two,f2@example.com\n")
+    config = {"file": "people.csv", "import": {
         "target": "CONTACTS", "adapter": "CSV", "fieldMapping": {"ref": "remoteId", "name": "fullName", "email": "email"}}}
     source = (await api.data(CREATE_SOURCE, {"input": {"name": "files", "displayName": "Files", "provider": "FILE",
                                                        "config": config}}, **alice.auth))["createSource"]["source"]["id"]
@@ -317,3 +319,21 @@ async def test_retrying_takes_the_scopes_of_the_work(api: Api, alice: Account, w
     assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
     allowed = (await api.data(RETRY, {"id": done["id"]}, **alice.auth))["retryJob"]
     assert allowed["userErrors"] == []
+
+
+async def test_a_file_source_cannot_read_another_workspaces_files(
+    api: Api, alice: Account, bob: Account, settings: Settings, worker: None
+) -> None:
+    alice_uuid = base64.b64decode(alice.workspace_id).decode().split(":")[1]
+    files = Path(settings.home) / "files" / alice_uuid
+    files.mkdir(parents=True, exist_ok=True)
+    (files / "secret.csv").write_text("ref,name\ns1,Secret Person\n")
+    config = {"file": f"../{alice_uuid}/secret.csv", "import": {
+        "target": "CONTACTS", "adapter": "CSV", "fieldMapping": {"ref": "remoteId", "name": "fullName"}}}
+    source = (await api.data(CREATE_SOURCE, {"input": {"name": "peek", "displayName": "Peek", "provider": "FILE",
+                                                       "config": config}}, **bob.auth))["createSource"]["source"]["id"]
+    started = (await api.data("mutation($id: ID!) { syncSource(id: $id) { job { id } userErrors { code } } }",
+                              {"id": source}, **bob.auth))["syncSource"]
+    done = await wait_for(api, bob, started["job"]["id"])
+    assert done["status"] == "FAILED" and "own files folder" in done["error"] and str(settings.home) not in done["error"]
+    assert (await api.data("{ contacts { totalCount } }", **bob.auth))["contacts"]["totalCount"] == 0

@@ -67,12 +67,14 @@ async def run_job(rt: Runtime, job_id: uuid.UUID) -> None:
     except PayloadError as exc:
         await _end(rt, job, "FAILED", exc.message)
     except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"[:2000]
+        # Users read `Job.error`: the exception's text (SQL, parameters, paths) goes to the log only.
+        detail = f"{type(exc).__name__}: {exc}"[:2000]
+        error = f"Unexpected error in run {job.attempts} (logged on the worker with job id {job.id})"
         if job.attempts >= settings.job_max_attempts:
             log.exception("job %s failed on its last attempt", job.id)
             await _end(rt, job, "FAILED", error)
             return
-        log.warning("job %s run %d failed, to be retried: %s", job.id, job.attempts, error)
+        log.warning("job %s run %d failed, to be retried: %s", job.id, job.attempts, detail)
         async with rt.db.system() as s:
             pending = await jobs.back_to_pending(s, job, error)
             await s.commit()
@@ -125,7 +127,7 @@ async def _import(rt: Runtime, job: Job) -> None:
             if job.kind == "SYNC_SOURCE":
                 await imports.mark_sync(s, job, started=True, message="syncing")
                 if not await imports.has_payload(s, job):
-                    root = Path(rt.settings.home) / "files"
+                    root = Path(rt.settings.home) / "files" / str(job.workspace_id)  # a tenant reads only its own
                     job.total = await imports.store_payload(s, job, _in_thread(imports.open_sync_file(job.params["file"], root, rt.settings.fetch_private_networks)))
             await imports.spool_payload(s, job, spool)
             if job.total is None:

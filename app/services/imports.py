@@ -248,7 +248,7 @@ def open_sync_file(location: str, root: Path, allow_private: bool = False) -> It
         return
     path = (root / location).resolve()
     if not path.is_relative_to(root.resolve()):
-        raise PayloadError(f"The file must be under {root}", ("config", "file"))
+        raise PayloadError("The file must be inside the workspace's own files folder", ("config", "file"))
     with path.open("rb") as handle:
         while chunk := handle.read(CHUNK_BYTES):
             yield chunk
