@@ -65,7 +65,7 @@ class Settings:
     job_reaper_interval_seconds: int = 15
     "Runs of one job (first run, redeliveries after a crash, retries after errors) before it is FAILED."
     job_max_attempts: int = 5
-    job_batch_size: int = 1000
+    job_batch_size: int = 2500
     "Let url documents and FILE sources fetch from loopback and private addresses (off: public only)."
     fetch_private_networks: bool = False
     "Seconds between the server's graphql-transport-ws pings on an idle socket."
@@ -107,7 +107,7 @@ class Settings:
             job_stale_seconds=_int(e.get("CTXGRAPH_JOB_STALE_SECONDS"), 60),
             job_reaper_interval_seconds=_int(e.get("CTXGRAPH_JOB_REAPER_INTERVAL_SECONDS"), 15),
             job_max_attempts=_int(e.get("CTXGRAPH_JOB_MAX_ATTEMPTS"), 5),
-            job_batch_size=_int(e.get("CTXGRAPH_JOB_BATCH_SIZE"), 1000),
+            job_batch_size=_int(e.get("CTXGRAPH_JOB_BATCH_SIZE"), 2500),
             fetch_private_networks=_bool(e.get("CTXGRAPH_FETCH_PRIVATE_NETWORKS"), False),
             ws_keepalive_seconds=_int(e.get("CTXGRAPH_WS_KEEPALIVE_SECONDS"), 15),
             ws_auth_recheck_seconds=_int(e.get("CTXGRAPH_WS_AUTH_RECHECK_SECONDS"), 60),

@@ -87,19 +87,23 @@ class Subscriber:
 
     def __init__(self, size: int = BUFFER) -> None:
         self._messages: collections.deque[Message] = collections.deque(maxlen=size)
-        self._ready = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
         self.dropped = 0
 
     def push(self, message: Message) -> None:
         if len(self._messages) == self._messages.maxlen:
             self.dropped += 1
         self._messages.append(message)
-        self._ready.set()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def get(self) -> Message:
         while not self._messages:
-            self._ready.clear()
-            await self._ready.wait()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
         return self._messages.popleft()
 
 

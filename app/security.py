@@ -62,12 +62,18 @@ def issue_access_token(secret: str, user_id: uuid.UUID, ttl_seconds: int) -> tup
 
 def read_access_token(secret: str, token: str) -> uuid.UUID | None:
     """The user id of a valid, unexpired access token; None for anything else."""
+    found = read_access_token_until(secret, token)
+    return found[0] if found else None
+
+
+def read_access_token_until(secret: str, token: str) -> tuple[uuid.UUID, datetime] | None:
+    """The user id of a valid, unexpired access token and when it expires; None for anything else."""
     try:
         claims = jwt.decode(token, secret, algorithms=[JWT_ALGORITHM], options={"require": ["exp", "sub"]})
         if claims.get("typ") != "access":
             return None
-        return uuid.UUID(claims["sub"])
-    except (jwt.PyJWTError, ValueError):
+        return uuid.UUID(claims["sub"]), datetime.fromtimestamp(claims["exp"], UTC)
+    except (jwt.PyJWTError, ValueError, TypeError, OverflowError):
         return None
 
 

@@ -19,7 +19,8 @@ from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from starlette.websockets import WebSocketDisconnect
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler, Operation
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage, SubscribeMessage
 
 from app import ratelimit
@@ -27,6 +28,7 @@ from app.pubsub import api_key_channel, hub
 from app.services import auth
 from app.services.errors import ServiceError
 from schema.context import Context
+from schema.fanout import streaming_to
 
 log = logging.getLogger("ctxgraph.websocket")
 FORBIDDEN = 4403
@@ -71,6 +73,17 @@ class GuardedTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 }]})
                 return
         await super().handle_subscribe(message)
+
+    async def run_operation(self, operation: Operation[Context, None]) -> None:
+        streaming_to(operation, self._send_text)  # shared events skip the per-result path
+        await super().run_operation(operation)
+
+    async def _send_text(self, text: str) -> None:
+        """A message to a socket that went away is dropped: its handler is cancelling the operations."""
+        try:
+            await self.context.request.send_text(text)
+        except WebSocketDisconnect:
+            pass
 
     async def shutdown(self) -> None:
         if self._guard is not None and self._guard is not asyncio.current_task():

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -20,6 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from jobs_support import (  # noqa: E402
     JOB, START, contacts, env_of, free_port, graphql, process, scratch_settings, sign_up, wait_healthy,
 )
+
+
+TIMES = "query($id: ID!) { node(id: $id) { ... on Job { createdAt startedAt finishedAt } } }"
+
+
+def _between(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
 def main(n: int) -> None:
@@ -45,6 +53,8 @@ def main(n: int) -> None:
             import_seconds = time.perf_counter() - started
             assert state["status"] == "COMPLETED", state
             assert state["result"]["created"] == n, state["result"]
+            times = graphql(url, token, workspace, TIMES, {"id": job["job"]["id"]})["node"]
+            queued, running = (_between(times["createdAt"], times[end]) for end in ("startedAt", "finishedAt"))
 
         with psycopg.connect(settings.database_url or "") as conn:
             conn.execute("CREATE TABLE bench_copy (remote_id text, full_name text, email text)")
@@ -69,6 +79,8 @@ def main(n: int) -> None:
     print(f"contacts:                 {n}")
     print(f"startImport (submit):     {submitted:.2f} s")
     print(f"import end to end:        {import_seconds:.2f} s  {import_rate:,.0f} items/s")
+    print(f"  of which queued:        {queued:.2f} s (until a worker took the job; then "
+          f"{running - queued:.2f} s to COMPLETED)")
     print(f"plain COPY:               {copy_seconds:.2f} s  {copy_rate:,.0f} items/s")
     print(f"import / COPY rate:       {import_rate / copy_rate:.3f}x (target >= 0.5x)")
     print(f"COPY, contacts-shaped:    {shaped_seconds:.2f} s  {n / shaped_seconds:,.0f} items/s"

@@ -314,6 +314,8 @@ async def main() -> None:
         for label, r, sql in (("graphql", ours[name], statements[name]), ("baseline", theirs[name], 1)):
             print(f"{name:4} {label:10} {r['rps']:8.0f} {r['p50']:8.1f} {r['p99']:8.1f} {sql:8d}")
         print(f"{name:4} {'ratio':10} {ours[name]['rps'] / theirs[name]['rps']:8.2f}x")
+    print("(ours: the transaction's scope and the plan go to PostgreSQL together, one round trip; the caller's\n"
+          " credential is remembered between requests, app/admission.py, so one Redis call admits a request)")
     print(f"\nrelationshipGraph depth 2 around a contact with {HUB_NEIGHBOURS} neighbours: {nodes} nodes, {edges} edges, "
           f"median {statistics.median(graph_ms[1:]):.0f} ms (first {graph_ms[0]:.0f} ms)")
 

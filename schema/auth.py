@@ -159,17 +159,22 @@ class AuthMutations:
     @strawberry.mutation
     async def sign_up(self, info: Info, input: SignUpInput) -> AuthPayload:
         ctx = info.context
-        return AuthPayload.of(await refused(service.sign_up(
+        outcome = await refused(service.sign_up(
             ctx.services.db, ctx.services.settings, email=input.email, password=input.password,
             name=input.name, workspace_name=input.workspace_name, invitation_token=input.invitation_token,
-        )))
+        ))
+        if input.invitation_token:
+            await ctx.credentials_changed()  # the invited membership is now active
+        return AuthPayload.of(outcome)
 
     @strawberry.mutation
     async def login(self, info: Info, input: LoginInput) -> AuthPayload:
         ctx = info.context
-        return AuthPayload.of(await refused(
+        outcome = await refused(
             service.login(ctx.services.db, ctx.services.settings, email=input.email, password=input.password)
-        ))
+        )
+        await ctx.credentials_changed()  # a login activates the user's pending invitations
+        return AuthPayload.of(outcome)
 
     @strawberry.mutation
     async def refresh_token(self, info: Info, refresh_token: str) -> AuthPayload:
@@ -200,8 +205,10 @@ class AuthMutations:
 
 
 def _announce_key_change(info: Info, id_: strawberry.ID) -> None:
-    """Once the change has committed, the key's open sockets (on any API process) re-authenticate."""
+    """Once the change has committed, requests with the key's old secret look it up afresh and its
+    open sockets (on any API process) re-authenticate."""
     key_id = uuid_of(id_, "ApiKey")
     if key_id is not None:
         redis = info.context.services.redis
+        info.context.after_commit(info.context.credentials_changed)
         info.context.after_commit(lambda: publish_api_key_change(redis, key_id))

@@ -82,6 +82,13 @@ class Context:
             redis = self.services.redis
             self.after_commit(lambda: publish_event(redis, workspace_id, event_type, type_name, id_))
 
+    async def credentials_changed(self) -> None:
+        """API keys or memberships changed (and committed): every API process looks credentials
+        up afresh from the next request on (app.admission)."""
+        from app.admission import credentials_changed
+
+        await credentials_changed(self.services.redis, self.services.settings)
+
     async def run_after_commit(self) -> None:
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:

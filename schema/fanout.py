@@ -5,9 +5,16 @@ A thousand sockets following one job receive the same event; graphql-core would 
 same selection on the same object a thousand times. A subscription marks the payload it yields
 to every subscriber as `shared()`; `FanOutExecutor` then executes each distinct (operation,
 variables, principal) once per payload and hands every subscriber that same result, whose
-`data` the view encodes once too (`encoded_data`). The principal is part of the key, so a
-result never crosses identities; a result with errors is still encoded per subscriber (errors
-are classified and masked per request). Everything cached lives exactly as long as the payload.
+`data` is encoded once too (`encoded_data`). The principal is part of the key, so a result
+never crosses identities; a result with errors is still encoded per subscriber (errors are
+classified and masked per request). Everything cached lives exactly as long as the payload.
+
+On a socket, a shared event need not take the per-result path either (graphql-core's response
+stream, Strawberry's extensions and result handling, its message encoding, for every socket):
+the subscription hands it to `deliver`, which sends the operation's `next` message, the shared
+JSON under the operation's own id, on the socket, and yields only what `deliver` declined (a
+result with errors). The socket handler tells `deliver` which operation its task runs
+(`streaming_to`); the subscription's `complete` is still Strawberry's, after it returns.
 """
 
 from __future__ import annotations
@@ -15,11 +22,14 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from graphql import ExecutionResult, OperationType
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import Operation
 
 T = TypeVar("T")
 
@@ -100,16 +110,66 @@ class _Done:
         return self.result
 
 
+class _Stream:
+    """A socket operation's way to its client: its `next` message's beginning, the socket's
+    `send_text`, and the operation's subscription executor once it has one."""
+
+    def __init__(self, operation: Operation[Any, Any], send_text: Callable[[str], Awaitable[None]]) -> None:
+        self.operation = operation
+        self.send_text = send_text
+        self.next_prefix = f'{{"id":{json.dumps(operation.id)},"type":"next","payload":{{"data":'
+        self.executor: FanOutExecutor | None = None
+
+
+_stream: ContextVar[_Stream | None] = ContextVar("ctxgraph_stream", default=None)
+
+
+def streaming_to(operation: Operation[Any, Any], send_text: Callable[[str], Awaitable[None]]) -> None:
+    """Called in a socket operation's task before it executes: `deliver` may then send its
+    results with `send_text` (the socket's)."""
+    _stream.set(_Stream(operation, send_text))
+
+
+async def deliver(payload: Any) -> bool:
+    """Sends the current socket operation the `next` message of a `shared()` payload's result,
+    encoded once for all; False when the subscription must yield the payload instead: not on a
+    socket, or a result with errors (Strawberry classifies and masks them per operation)."""
+    stream = _stream.get()
+    entry = _entry_of(payload)
+    if stream is None or stream.executor is None or entry is None:
+        return False
+    result = stream.executor.shared_result(entry, payload)
+    if isinstance(result, asyncio.Future):
+        result = await asyncio.shield(result)  # shared: one subscriber's cancellation must not cancel the others'
+    text = encoded_data(result.data)
+    if text is None or stream.operation.completed:
+        return False
+    await stream.send_text(f"{stream.next_prefix}{text}}}}}")
+    return True
+
+
+def _entry_of(payload: Any) -> _Shared | None:
+    entry = _by_payload.get(id(payload))
+    return entry if entry is not None and entry.payload() is payload else None
+
+
 class FanOutExecutor(StrawberryGraphQLCoreExecutionContext):
     """Shares the per-event execution of a subscription among the subscribers of one payload."""
 
     _share_key: _Key | None = None
 
     def build_per_event_executor(self, payload: Any) -> Any:
-        entry = _by_payload.get(id(payload))
         subscription = self.operation.operation is OperationType.SUBSCRIPTION
-        if entry is None or entry.payload() is not payload or not subscription:
+        stream = _stream.get()
+        if subscription and stream is not None and stream.executor is None:
+            stream.executor = self  # this operation's events: see deliver
+        entry = _entry_of(payload)
+        if entry is None or not subscription:
             return super().build_per_event_executor(payload)
+        return _Done(self.shared_result(entry, payload))
+
+    def shared_result(self, entry: _Shared, payload: Any) -> ExecutionResult | asyncio.Future[ExecutionResult]:
+        """The result of this operation's selection on `payload`, computed once per distinct key."""
         key = self._share_key
         if key is None:
             variables = json.dumps(self.variable_values.coerced, sort_keys=True, default=repr)
@@ -124,7 +184,7 @@ class FanOutExecutor(StrawberryGraphQLCoreExecutionContext):
             else:
                 _remember(entry, result)
             entry.results[key] = result
-        return _Done(result)
+        return result  # type: ignore[no-any-return]
 
 
 def _remember(entry: _Shared, result: ExecutionResult | asyncio.Future[ExecutionResult]) -> None:

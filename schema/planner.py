@@ -34,8 +34,10 @@ from sqlalchemy.engine import Dialect
 from strawberry.extensions import SchemaExtension
 from strawberry.types.arguments import convert_arguments
 
+from app.db.engine import Database
 from app.services import contact_plans as plans
 from app.services import contacts
+from app.services.access import Principal
 from app.services.contact_plans import PAGE_INFO, EdgesPlan, NotPlannable, Out, Prepared, Shape
 from app.services.errors import ServiceError
 from schema.pagination import page_args
@@ -75,10 +77,10 @@ class Planner(SchemaExtension):
     async def _answer(ec: Any) -> dict[str, Any] | None:
         context = ec.context
         try:
-            context.principal.require(contacts.READ)  # the caller's to pass before a plan is shared with them
+            context.principal.require(contacts.READ)
         except ServiceError:
-            return None
-        key = _key(ec)
+            return None  # the resolvers say why; a plan is neither built nor shared for such a caller
+        key = _key(ec.query, ec._provided_operation_name, ec.variables)  # as the request named it (express lane)
         if key is not None and key in _plans:
             _plans.move_to_end(key)
             answer = _plans[key]
@@ -91,27 +93,45 @@ class Planner(SchemaExtension):
                 _plans[key] = answer
                 if len(_plans) > PLANS_CACHED:
                     _plans.popitem(last=False)
-        if answer is None:
-            return None
-        try:
-            async with context.db() as s:
-                found = await plans.contact_list(s, context.principal, answer.plan)
-        except (NotPlannable, ServiceError, GraphQLError):
-            return None
-        if found is None:
-            return None
-        return {key: found if is_contacts else "Query" for key, is_contacts in answer.root}
+        return await _run(context.services.db, context.principal, answer)
 
 
-def _key(ec: Any) -> tuple[str, str | None, bytes] | None:
-    """The document, operation and variables; None when the variables are not plain JSON (uploads)."""
-    if not isinstance(ec.query, str):
+async def cached_answer(db: Database, principal: Principal, query: Any, operation_name: Any, variables: Any) -> dict[str, Any] | None:
+    """The data of a request whose plan is cached, else None (the request must go the long way).
+
+    A cached plan exists only for a document that was parsed, validated and measured against the
+    limits with these very variables (the planner runs after all of that), so a request that
+    repeats it needs none of it again: what is left is the caller's scope and the statement."""
+    key = _key(query, operation_name, variables)
+    answer = _plans.get(key) if key is not None else None
+    if answer is None:
+        return None
+    _plans.move_to_end(key)
+    return await _run(db, principal, answer)
+
+
+async def _run(db: Database, principal: Principal, answer: _Answer | None) -> dict[str, Any] | None:
+    if answer is None:
         return None
     try:
-        variables = orjson.dumps(ec.variables, option=orjson.OPT_SORT_KEYS)
+        principal.require(contacts.READ)  # the caller's to pass before a plan is shared with them
+        found = await plans.contact_list(db, principal, answer.plan)
+    except (NotPlannable, ServiceError, GraphQLError):
+        return None
+    if found is None:
+        return None
+    return {key: found if is_contacts else "Query" for key, is_contacts in answer.root}
+
+
+def _key(query: Any, operation_name: Any, variables: Any) -> tuple[str, str | None, bytes] | None:
+    """The document, operation and variables; None when they are not what a plan is kept for
+    (a parsed document, uploads in the variables)."""
+    if not isinstance(query, str) or not (operation_name is None or isinstance(operation_name, str)):
+        return None
+    try:
+        return query, operation_name, orjson.dumps(variables, option=orjson.OPT_SORT_KEYS)
     except TypeError:
         return None
-    return ec.query, ec.operation_name, variables
 
 
 class _Plan:

@@ -19,7 +19,7 @@ from app.services import ids
 from app.services import jobs as job_service
 from app.services.errors import NotFound
 from schema.context import Info
-from schema.fanout import shared
+from schema.fanout import deliver, shared
 from schema.jobs import Job
 from schema.node import Node, resolve_node, uuid_of
 
@@ -40,7 +40,7 @@ class WorkspaceEvent:
 
 def _shared_job(snapshot: dict[str, Any]) -> Job:
     """One Job per published snapshot for every subscriber of the job in this process, executed
-    once per distinct operation (see schema.fanout). No per-subscriber read: each subscriber's
+    once per distinct operation and sent by `deliver` (see schema.fanout). No per-subscriber read: each subscriber's
     access to the job was checked when it subscribed, and the snapshot is the committed state."""
     return shared(Job.of_snapshot(snapshot))
 
@@ -77,7 +77,8 @@ class Subscriptions:
                 if newer.updated_at <= job.updated_at:
                     continue  # published before the state already sent
                 job = newer
-                yield job
+                if not await deliver(job):
+                    yield job
                 await ctx.release()
 
     @strawberry.subscription(description="Created / updated / deleted events of the workspace, for live views.")

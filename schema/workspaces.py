@@ -153,6 +153,7 @@ class WorkspaceMutations:
     async def create_workspace(self, info: Info, input: CreateWorkspaceInput) -> WorkspacePayload:
         ctx = info.context
         outcome = await refused(service.create_workspace(ctx.services.db, ctx.principal, input.name))
+        await ctx.credentials_changed()  # a user's only workspace is no longer the only one
         if isinstance(outcome, list):
             return WorkspacePayload(user_errors=outcome)
         return WorkspacePayload(workspace=Workspace.of(outcome, "OWNER"))
@@ -168,9 +169,11 @@ class WorkspaceMutations:
     async def update_member_role(self, info: Info, id: strawberry.ID, role: MemberRole) -> MemberPayload:
         p = info.context.principal
         member_id = uuid_of(id, "Member")
+        info.context.after_commit(info.context.credentials_changed)
         return member_payload(await mutate(info, lambda s: service.update_member_role(s, p, member_id, role.value)))
 
     @strawberry.mutation
     async def remove_member(self, info: Info, id: strawberry.ID) -> DeletePayload:
         p = info.context.principal
+        info.context.after_commit(info.context.credentials_changed)
         return DeletePayload.of(await mutate(info, lambda s: service.remove_member(s, p, uuid_of(id, "Member"))), "Member")

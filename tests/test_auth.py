@@ -161,14 +161,50 @@ async def test_api_key_input_rules(api: Api, alice: Account) -> None:
 
 
 async def test_expired_api_key_is_refused(api: Api, alice: Account, settings: Any) -> None:
-    import psycopg
+    """A key that expires while the gate remembers it (app.admission) is refused from its expiry on."""
+    import asyncio
+    from datetime import UTC, datetime, timedelta
 
-    secret = (await api.data(CREATE_KEY, {"input": {"name": "short", "scopes": ["*"]}}, **alice.auth))["createApiKey"]["secret"]
+    expires = datetime.now(UTC) + timedelta(seconds=1.5)
+    created = await api.data(CREATE_KEY, {"input": {"name": "short", "scopes": ["*"], "expiresAt": expires.isoformat()}},
+                             **alice.auth)
+    secret = created["createApiKey"]["secret"]
     assert (await api.post("{ viewer { scopes } }", api_key=secret)).status_code == 200
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        conn.execute("update api_keys set expires_at = now() - interval '1 second' where name = 'short'")
-    assert (await api.post("{ viewer { scopes } }", api_key=secret)).status_code == 401
+    assert (await api.post("{ viewer { scopes } }", api_key=secret)).status_code == 200  # remembered now
+    await asyncio.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.05)
+    refused = await api.post("{ viewer { scopes } }", api_key=secret)
+    assert refused.status_code == 401
+    assert refused.json()["errors"][0]["message"] == "Invalid, revoked or expired API key"
 
+
+async def test_credential_changes_apply_at_once_on_every_api_process(
+    api: Api, alice: Account, settings: Any
+) -> None:
+    """Two API processes (apps) remember a key and a member; revoking the key or changing the role
+    through one is seen by the other from the very next request (the credentials epoch)."""
+    import httpx
+
+    from app.http import create_app
+
+    other_app = create_app(settings)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=other_app), base_url="http://test") as client:
+            other = Api(client)
+            secret = (await api.data(CREATE_KEY, {"input": {"name": "gone", "scopes": ["*"]}}, **alice.auth)
+                      )["createApiKey"]
+            key = secret["secret"]
+            for _ in range(2):
+                assert (await other.post("{ viewer { scopes } }", api_key=key)).status_code == 200
+            key_id = (await api.data("{ apiKeys(first: 100) { edges { node { id name } } } }", **alice.auth)
+                      )["apiKeys"]["edges"]
+            key_id = next(e["node"]["id"] for e in key_id if e["node"]["name"] == "gone")
+            revoked = await api.data("mutation($id: ID!) { revokeApiKey(id: $id) { userErrors { message } } }",
+                                     {"id": key_id}, **alice.auth)
+            assert revoked["revokeApiKey"]["userErrors"] == []
+            assert (await other.post("{ viewer { scopes } }", api_key=key)).status_code == 401
+    finally:
+        await other_app.state.services.redis.aclose()
+        await other_app.state.services.db.dispose()
 
 async def test_members_invite_roles_and_last_owner(api: Api, alice: Account) -> None:
     # Inviting a brand-new address creates a password-less user who claims it by signing up.

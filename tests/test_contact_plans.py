@@ -40,6 +40,15 @@ query($first: Int, $after: String, $last: Int, $before: String, $filter: Contact
 }}
 fragment Who on Contact {{ fullName email tags customFields }}
 """
+LEAN = """
+query($first: Int, $after: String, $last: Int, $before: String, $filter: ContactFilter, $orderBy: [ContactOrder!], $rels: Int) {
+  contacts(first: $first, after: $after, last: $last, before: $before, filter: $filter, orderBy: $orderBy) {
+    __typename totalCount pageInfo { hasNextPage hasPreviousPage __typename }
+    edges { __typename node { __typename id fullName
+      relationships(first: $rels) { totalCount edges { node { kind other { ... on Contact { fullName } } } } } } }
+  }
+}
+"""
 ALIASED = """
 { __typename people: contacts(first: 3, orderBy: [{field: FULL_NAME, direction: DESC}]) {
     n: totalCount all: edges { at: cursor who: node { key: id name: fullName
@@ -104,6 +113,12 @@ CORPUS: list[tuple[str, dict[str, Any]]] = [
     (FULL, {"orderBy": [{"field": "STRENGTH", "direction": "DESC"}], "first": 4}),
     (FULL, {"search": "eve"}),
     (FULL, {"filter": {"fullName": {"eq": "nobody"}}}),
+    # no list cursor shown: PostgreSQL aggregates the whole list (Prepared.aggregated)
+    (LEAN, {}),
+    (LEAN, {"first": 2, "rels": 1}),
+    (LEAN, {"last": 3, "orderBy": [{"field": "FULL_NAME", "direction": "DESC"}]}),
+    (LEAN, {"filter": {"fullName": {"eq": "nobody"}}}),
+    (LEAN, {"filter": {"includeDeleted": True}, "last": 10}),
 ]
 
 
@@ -116,7 +131,7 @@ async def test_planned_answers_match_the_resolvers(
     assert "errors" not in body
     with sql:
         await api.data(query, variables, **world["who"].auth)
-    assert sql.count == 3, sql.statements  # authentication, the transaction's scope, the plan
+    assert sql.count == 2, sql.statements  # the transaction scope and the plan, one round trip (the key is remembered)
 
 
 async def test_paging_both_ways_with_cursors(api: Api, unplanned: Api, world: dict[str, Any]) -> None:
@@ -132,6 +147,18 @@ async def test_paging_both_ways_with_cursors(api: Api, unplanned: Api, world: di
         back = await same(api, unplanned, FULL, {"last": 2, "orderBy": order,
                                                  "before": page["data"]["contacts"]["pageInfo"]["startCursor"]}, auth)
         assert [e["node"]["fullName"] for e in back["data"]["contacts"]["edges"]] == seen[-4:-2]
+
+
+async def test_lean_pages_after_and_before_cursors(api: Api, unplanned: Api, world: dict[str, Any]) -> None:
+    """A page after or before a cursor, when the response shows no cursor (aggregated plan)."""
+    auth = world["who"].auth
+    first = await same(api, unplanned, FULL, {"first": 2}, auth)
+    end = first["data"]["contacts"]["pageInfo"]["endCursor"]
+    after = await same(api, unplanned, LEAN, {"first": 2, "after": end}, auth)
+    assert after["data"]["contacts"]["pageInfo"] == {"hasNextPage": True, "hasPreviousPage": True, "__typename": "PageInfo"}
+    before = await same(api, unplanned, LEAN, {"last": 5, "before": end}, auth)
+    names = [e["node"]["fullName"] for e in before["data"]["contacts"]["edges"]]
+    assert names == [e["node"]["fullName"] for e in first["data"]["contacts"]["edges"]][:-1]  # before the cursor's own
 
 
 async def test_bad_arguments_get_the_resolvers_errors(api: Api, unplanned: Api, world: dict[str, Any]) -> None:
@@ -178,7 +205,33 @@ async def test_a_planned_nested_query_is_one_statement(api: Api, world: dict[str
     q1 = sql.count
     with sql:
         data = await api.data(Q2, **auth)
-    assert sql.count == q1, sql.statements  # auth, the transaction's scope, and one statement
+    assert sql.count == q1 == 2, sql.statements  # the transaction's scope and one statement
     assert len([s for s in sql.statements if "relationships" in s]) == 1
     assert sum(len(e["node"]["relationships"]["edges"]) for e in data["contacts"]["edges"]) == 14
 
+
+
+async def test_a_repeated_query_skips_strawberry_and_answers_the_same(
+    api: Api, world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second request of a planned (document, variables) is answered before Strawberry runs
+    (app.http GraphQLView._express), with the same status, headers and bytes as the first."""
+    auth = world["who"].auth
+    query = "query Repeated($n: Int) { repeated: contacts(first: $n) { edges { cursor node { id email } } } }"
+    for accept in ("application/json", "application/graphql-response+json"):
+        first = await api.post(query, {"n": 4}, headers={"accept": accept}, **auth)
+
+        async def no_strawberry(*_: Any) -> Any:
+            raise AssertionError("went through Strawberry")
+
+        with monkeypatch.context() as patch:
+            patch.setattr("app.http.GraphQLView.run", no_strawberry)
+            again = await api.post(query, {"n": 4}, headers={"accept": accept}, **auth)
+        assert again.status_code == first.status_code == 200
+        assert again.headers["content-type"] == first.headers["content-type"] == f"{accept}; charset=utf-8"
+        assert again.content == first.content
+        assert len(again.json()["data"]["repeated"]["edges"]) == 4
+    # other variables, another operation name, another workspace: each is its own question
+    assert len((await api.data(query, {"n": 2}, **auth))["repeated"]["edges"]) == 2
+    other = await api.data(query, {"n": 4}, **world["other"].auth)
+    assert [e["node"]["email"] for e in other["repeated"]["edges"]] == ["s@x.com"]

@@ -4,15 +4,20 @@ upsert by remoteId with full replacement, soft delete and revival, outcomes per 
 
 from __future__ import annotations
 
+import base64
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from app.config import Settings
+from app.services import contacts as contact_service
+from app.services import imports, jobs
+from app.services.access import Principal
 from tests.conftest import Account, Api
 from tests.contacts_support import CONTACT_FIELDS, DELETE, create
-from tests.jobs_support import items, running_worker, start_import, wait_for
+from tests.jobs_support import running_worker, start_import, wait_for
 
 NODE = f"query($id: ID!) {{ node(id: $id) {{ ... on Contact {{ {CONTACT_FIELDS} }} }} }}"
 ITEMS = """
@@ -72,6 +77,56 @@ async def test_an_email_of_another_live_contact_fails_the_item(api: Api, alice: 
     assert done["result"] == {"created": 1, "updated": 0, "skipped": 0, "deleted": 0, "failed": 3}
     # the failed items wrote nothing: their addresses stay free of them
     assert (await _contact(api, alice, owner["id"]))["emails"] == ["second@example.com"]
+
+
+async def test_addresses_of_another_workspace_are_free(api: Api, alice: Account, bob: Account, worker: None) -> None:
+    """Email ownership is per workspace, secondary addresses included (they are looked up
+    through a SECURITY DEFINER function that applies the workspace itself)."""
+    await create(api, bob, fullName="Bob's", email="bob-primary@example.com", emails=["bob-second@example.com"])
+    done, got = await _run(api, alice, [
+        {"id": "w1", "fullName": "Same primary", "email": "bob-primary@example.com"},
+        {"id": "w2", "fullName": "Same secondary", "email": "bob-second@example.com"},
+    ])
+    assert [i["status"] for i in got] == ["SUCCESS", "SUCCESS"]
+    assert done["result"]["created"] == 2
+
+
+async def test_a_batch_is_checked_beside_the_one_before_only_when_independent(alice: Account, app: Any) -> None:
+    """The worker checks a batch while the one before is written only when that write changes
+    none of what it reads: its remoteIds, its addresses, those of the rows it writes over."""
+    ws = uuid.UUID(base64.b64decode(alice.workspace_id).decode().split(":")[1])
+    p = Principal(user_id=uuid.uuid4(), workspace_id=ws, role="OWNER", scopes=frozenset({"*"}))
+    job = jobs.new_job(p, ws, "IMPORT", target="CONTACTS", adapter="GENERIC_JSON")
+    async with app.state.services.db.tenant(ws) as s:
+        await contact_service.import_contacts(s, p, [{"id": "mover", "fullName": "Mover", "email": "moving@example.com"}], None)
+        writing = await imports.check_batch(s, job, await imports.prepare_batch(job, [
+            (0, {"id": "mover", "fullName": "Mover", "email": "settled@example.com"}),
+            (1, {"id": "new", "fullName": "New", "email": "new@example.com", "emails": ["new2@example.com"]}),
+        ]))
+
+        async def independent(item: dict[str, Any]) -> bool:
+            return imports.independent(job, writing, await imports.prepare_batch(job, [(2, item)]))
+
+        assert await independent({"id": "other", "fullName": "Other", "email": "other@example.com"})
+        assert not await independent({"id": "mover", "fullName": "Again"})
+        assert not await independent({"id": "taker", "fullName": "Taker", "email": "moving@example.com"})  # freed
+        assert not await independent({"id": "t2", "fullName": "T2", "emails": ["new2@example.com"]})
+        assert not await independent({"id": "new", "deleted": True})
+        await s.rollback()
+
+
+async def test_an_item_postgresql_refuses_fails_alone(api: Api, alice: Account, worker: None) -> None:
+    """A batch that fails as a whole (here a NUL character, which jsonb refuses) is imported one
+    item at a time: only that item fails."""
+    done, got = await _run(api, alice, [
+        {"id": "before-nul", "fullName": "Before", "email": "before-nul@example.com"},
+        {"id": "nul\u0000id", "fullName": "Nul"},
+        {"id": "after-nul", "fullName": "After", "email": "after-nul@example.com"},
+    ])
+    assert [i["status"] for i in got] == ["SUCCESS", "FAILED", "SUCCESS"]
+    assert got[1]["error"] == "Internal error while importing the item"
+    assert got[1]["remoteId"] == "nul\ufffdid"  # PostgreSQL text holds no NUL
+    assert done["result"] == {"created": 2, "updated": 0, "skipped": 0, "deleted": 0, "failed": 1}
 
 
 async def test_an_item_updating_an_existing_contact(api: Api, alice: Account, worker: None) -> None:

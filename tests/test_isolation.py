@@ -143,3 +143,22 @@ async def test_app_role_cannot_bypass_rls(settings: Any) -> None:
         assert not super_ and not bypass
         owners = {r[0] for r in conn.execute("select tableowner from pg_tables where schemaname = 'public'")}
         assert settings.app_role not in owners
+
+
+async def test_a_planned_read_runs_scoped_and_leaves_nothing_behind(app: Any, alice: Account, alices_things: dict[str, str]) -> None:
+    """Database.read (the planner's one round trip) runs as the app role in the workspace, sees
+    only that workspace's rows, and leaves the pooled connection as the owner with no workspace."""
+    db = app.state.services.db
+    workspace = uuid.UUID(base64.b64decode(alice.workspace_id).decode().split(":")[1])
+    probe = "select current_user as who, current_setting('app.workspace_id') as ws, (select count(*) from sources) as n"
+    for _ in range(8):  # past psycopg's prepare threshold too
+        (row,) = await db.read(workspace, probe, {})
+        assert (row.who, row.ws, row.n) == (app.state.services.settings.app_role, str(workspace), 1)
+        (row,) = await db.read(uuid.uuid4(), probe, {})
+        assert row.n == 0
+        after = await db.lookup("select current_user as who, current_setting('app.workspace_id', true) as ws", {})
+        assert (after[0].who, after[0].ws or "") != (app.state.services.settings.app_role, str(workspace))
+        assert after[0].ws in (None, "")
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):  # and it only reads
+        await db.read(workspace, "delete from sources returning id", {})
+    assert (await db.read(workspace, probe, {}))[0].n == 1

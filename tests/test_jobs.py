@@ -38,6 +38,50 @@ async def test_generic_json_contacts_import_completes_with_counts(api: Api, alic
     assert edge["node"]["index"] == 120 and edge["node"]["remoteId"] == "bad-1" and edge["node"]["error"]
 
 
+ITEM_PAGE = """
+query($id: ID!, $status: JobItemStatus, $first: Int, $after: String) { node(id: $id) { ... on Job {
+  items(status: $status, first: $first, after: $after) {
+    totalCount edges { node { index remoteId status error node { id } } } pageInfo { hasNextPage endCursor }
+  }
+} } }
+"""
+
+
+async def test_job_items_page_across_batches_in_index_order(api: Api, alice: Account, worker: None) -> None:
+    """Outcomes are stored per batch (50 items here): pages cross batch boundaries, keyset
+    cursors resume exactly, and a status filter reads the matching items of every batch."""
+    payload = contacts_payload(130, "pg")
+    for i in (7, 49, 50, 128):
+        payload["records"][i]["email"] = "broken"
+    job_id = (await start_import(api, alice, target="CONTACTS", adapter="GENERIC_JSON", data=payload))["job"]["id"]
+    assert (await wait_for(api, alice, job_id))["status"] == "COMPLETED"
+
+    async def page(status: str | None, first: int, after: str | None) -> dict[str, object]:
+        data = await api.data(ITEM_PAGE, {"id": job_id, "status": status, "first": first, "after": after}, **alice.auth)
+        return data["node"]["items"]
+
+    seen, after = [], None
+    while True:
+        got = await page(None, 40, after)
+        assert got["totalCount"] == 130
+        seen += [e["node"] for e in got["edges"]]
+        if not got["pageInfo"]["hasNextPage"]:
+            break
+        after = got["pageInfo"]["endCursor"]
+    assert [n["index"] for n in seen] == list(range(130))
+    assert [n["remoteId"] for n in seen] == [f"pg-{i}" for i in range(130)]
+    assert all((n["status"] == "FAILED") == (n["index"] in (7, 49, 50, 128)) for n in seen)
+    assert all((n["node"] is None) == (n["status"] == "FAILED") for n in seen)
+
+    first = await page("FAILED", 3, None)
+    assert first["totalCount"] == 4 and [e["node"]["index"] for e in first["edges"]] == [7, 49, 50]
+    assert all("email" in e["node"]["error"] for e in first["edges"])
+    rest = await page("FAILED", 3, first["pageInfo"]["endCursor"])
+    assert [e["node"]["index"] for e in rest["edges"]] == [128] and not rest["pageInfo"]["hasNextPage"]
+    assert (await page("SKIPPED", 10, None))["totalCount"] == 0
+    assert [e["node"]["index"] for e in (await page("SUCCESS", 2, first["pageInfo"]["endCursor"]))["edges"]] == [51, 52]
+
+
 JOBS = """
 query($filter: JobFilter, $first: Int, $after: String) {
   jobs(filter: $filter, first: $first, after: $after) { totalCount edges { node { id kind status } } pageInfo { hasNextPage endCursor } }

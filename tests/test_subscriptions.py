@@ -180,6 +180,52 @@ async def test_subscribers_of_one_job_share_events_but_get_their_own_selection(
     assert all(j == {"id": job_id, "status": j["status"]} for j in got_keyed)
 
 
+async def test_every_operation_of_a_shared_event_gets_it_under_its_own_id_and_a_laggard_keeps_order(
+    api: Api, alice: Account, server: str, worker: None
+) -> None:
+    """Sockets following one job with one document share each event's `next` message, encoded
+    once; each operation must still get it under its own id, then its own `complete`, and a
+    socket that reads nothing until the others are done gets the same events in order."""
+    two_ops, other = await open_socket(server, auth_of(alice)), await open_socket(server, auth_of(alice))
+    laggard = Socket(await connect(server, subprotocols=[PROTOCOL], max_queue=1))  # type: ignore[list-item]
+    await laggard.ws.send(json.dumps({"type": "connection_init", "payload": auth_of(alice)}))
+    assert (await laggard.receive())["type"] == "connection_ack"
+    started = await start_import(api, alice, target="CONTACTS", adapter="GENERIC_JSON", data=contacts_payload(300, "op"))
+    variables = {"id": started["job"]["id"]}
+    ops = {socket_: [await socket_.subscribe(JOB_PROGRESS, variables) for _ in range(n)]
+           for socket_, n in ((two_ops, 2), (other, 1), (laggard, 1))}
+
+    async def stream(socket_: Socket) -> dict[str, list[dict[str, Any]]]:
+        """Each operation's events, checking every raw message."""
+        seen: dict[str, list[dict[str, Any]]] = {op: [] for op in ops[socket_]}
+        completed: set[str] = set()
+        while completed != set(seen):
+            raw = await asyncio.wait_for(socket_.ws.recv(), 30)
+            assert isinstance(raw, str)  # text frames, as the protocol says
+            message = json.loads(raw)
+            assert message["id"] in seen and message["id"] not in completed, message
+            if message["type"] == "complete":
+                assert message == {"id": message["id"], "type": "complete"}
+                assert seen[message["id"]][-1]["status"] == "COMPLETED"  # the terminal state, then complete
+                completed.add(message["id"])
+                continue
+            assert message["type"] == "next" and message["payload"].keys() == {"data"}, message
+            seen[message["id"]].append(message["payload"]["data"]["jobProgress"])
+        await socket_.ws.close()
+        return seen
+
+    readers = await asyncio.gather(stream(two_ops), stream(other))
+    streams = {op: jobs for reader in readers for op, jobs in reader.items()} | await stream(laggard)
+    assert len(streams) == 4
+    shortest = min(streams.values(), key=len)  # subscribed last: what it got, the others got too
+    assert max(len(jobs) for jobs in streams.values()) >= 3  # progress was streamed, not only the final state
+    for jobs in streams.values():
+        assert jobs[-len(shortest):] == shortest  # the same events, in the same order
+        assert jobs[-1]["status"] == "COMPLETED" and jobs[-1]["progress"]["processed"] == 300
+        processed = [j["progress"]["processed"] for j in jobs]
+        assert processed == sorted(processed)
+
+
 async def test_job_progress_of_a_finished_job_emits_once_and_completes(
     api: Api, alice: Account, alice_socket: Socket, worker: None
 ) -> None:

@@ -19,6 +19,8 @@ from html import unescape
 from html.parser import HTMLParser
 from typing import Any
 
+import orjson
+
 ADAPTERS = ("GENERIC_JSON", "CONTENT_HUB", "CSV")
 CSV_TYPES = ("string", "int", "float", "bool", "json", "list")
 
@@ -65,6 +67,12 @@ def json_entry(adapter: str, raw: Any) -> Entry:
 
 
 def parse_json(payload: bytes) -> Any:
+    """orjson for speed; the standard library for what it refuses (NaN, integers beyond 64
+    bits), and for the error message."""
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        pass
     try:
         return json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -1,9 +1,9 @@
 """One run of a job, from claim to terminal status, and the reaper.
 
 A run claims the job (bumping `attempts`, its lease), then imports batch after batch, each in
-one transaction with its item outcomes and the new checkpoint: a crash loses at most the batch
-in flight, which the next run replays from the checkpoint. Progress is published after every
-commit. Errors: a payload no retry can fix fails the job at once; any other error fails the run,
+one transaction with its item outcomes and the new checkpoint, committed in order: a crash loses
+at most the batches in flight (two: one is checked while the one before is written), which the
+next run replays from the checkpoint. Progress is published after every commit. Errors: a payload no retry can fix fails the job at once; any other error fails the run,
 and Dramatiq retries it with backoff until `job_max_attempts` runs have started.
 """
 
@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from app.db.models import Job
@@ -140,24 +142,118 @@ async def _import(rt: Runtime, job: Job) -> None:
         job = saved
         await announce(rt, job)
         pending = itertools.islice(imports.entries(job, spool), job.checkpoint, None)
-        while batch := list(itertools.islice(pending, rt.settings.job_batch_size)):
-            async with rt.db.tenant(job.workspace_id) as s:
-                if await jobs.is_cancel_requested(s, job):
-                    await s.rollback()
-                    await _end(rt, job, "CANCELLED", message="cancelled")
-                    return
-                outcomes = await imports.import_batch(s, job, batch)
-                await imports.save_items(s, job, outcomes)
-                fetches = await imports.pending_fetches(s, job, outcomes)
-                saved = await jobs.save_progress(s, job, **imports.tally(job, outcomes))
-                if saved is None:
-                    raise LeaseLost
-                await s.commit()
-            job = saved
-            await queue.fetch_documents(fetches, job.workspace_id)
-            await announce(rt, job)
+
+        async def prepare_next() -> imports.Batch | None:
+            entries = list(itertools.islice(pending, rt.settings.job_batch_size))
+            return await imports.prepare_batch(job, entries) if entries else None
+
+        batch = await prepare_next()
+        with _frozen_heap():
+            try:
+                job = await _pipeline(rt, job, batch, prepare_next)
+            except _Cancelled as cancelled:
+                await _end(rt, cancelled.job, "CANCELLED", message="cancelled")
+                return
     result = jobs.result_of(job) or {}
     await _end(rt, job, "COMPLETED", message=", ".join(f"{v} {k}" for k, v in result.items()))
+
+
+class _Cancelled(Exception):
+    """A cancel was requested: the batch in flight is rolled back; `job` is as last committed."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+
+@dataclass
+class _Flight:
+    """A batch in flight: set once it is checked (None if it failed first), done once committed
+    (the job as committed, and the documents to fetch)."""
+    checked: asyncio.Future[imports.Checked | None]
+    done: asyncio.Task[tuple[Job, list[uuid.UUID]]]
+
+
+async def _pipeline(
+    rt: Runtime, job: Job, batch: imports.Batch | None, prepare_next: Callable[[], Awaitable[imports.Batch | None]],
+) -> Job:
+    """Import the batches in order, each in its transaction, committed in order. While a batch is
+    written, the next one is checked (unless it reads what the writing one changes) and the one
+    after is prepared: at most two transactions are open."""
+    flights: list[_Flight] = []
+    upcoming: asyncio.Future[imports.Batch | None] | None = None
+    try:
+        while batch is not None:
+            checked: asyncio.Future[imports.Checked | None] = asyncio.get_running_loop().create_future()
+            previous = flights[-1] if flights else None
+            flights.append(_Flight(checked, asyncio.ensure_future(_batch(rt, job, batch, previous, checked))))
+            upcoming = asyncio.ensure_future(prepare_next())  # runs while the batches wait for PostgreSQL
+            await asyncio.wait([checked])
+            if len(flights) == 2:
+                job = await _committed(rt, flights.pop(0))
+            batch = await upcoming
+        while flights:
+            flight = flights.pop(0)
+            job = await _committed(rt, flight, announce_it=bool(flights))  # the last is announced by its end (_end)
+        return job
+    finally:
+        if upcoming is not None:
+            upcoming.cancel()
+        await asyncio.gather(*(flight.done for flight in flights), return_exceptions=True)
+
+
+async def _committed(rt: Runtime, flight: _Flight, announce_it: bool = True) -> Job:
+    """The batch's job once committed. The last batch's state is not announced on its own: its
+    end follows at once with the same counts, and two events back to back would make every
+    subscriber's second one wait behind the first's fan-out."""
+    job, fetches = await flight.done
+    await queue.fetch_documents(fetches, job.workspace_id)
+    if announce_it:
+        await announce(rt, job)
+    return job
+
+
+async def _batch(
+    rt: Runtime, job: Job, batch: imports.Batch, previous: _Flight | None, checked_out: asyncio.Future[imports.Checked | None],
+) -> tuple[Job, list[uuid.UUID]]:
+    """One batch's transaction; `previous` is the batch before, maybe not committed yet: this one
+    is checked after it commits unless independent of it, and commits after it."""
+    try:
+        async with rt.db.tenant(job.workspace_id) as s:
+            before = job if previous is None else None
+            if previous is not None:
+                earlier = await previous.checked
+                if earlier is None or not imports.independent(job, earlier, batch):
+                    before, _ = await previous.done
+            checked = await imports.check_batch(s, job, batch)
+            checked_out.set_result(checked)
+            outcomes = await imports.write_batch(s, job, checked)
+            await imports.save_items(s, job, outcomes)
+            fetches = await imports.pending_fetches(s, job, outcomes)
+            if before is None:
+                assert previous is not None
+                before, _ = await previous.done
+            if before.cancel_requested:  # as of the last commit
+                raise _Cancelled(before)
+            saved = await jobs.save_progress(s, before, **imports.tally(before, outcomes))
+            if saved is None:
+                raise LeaseLost
+            await s.commit()
+        return saved, fetches
+    finally:
+        if not checked_out.done():
+            checked_out.set_result(None)
+
+
+@contextlib.contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """Leave the objects alive when the batches start (modules, caches, the parsed payload) out
+    of the garbage collector's passes until they end: an import allocates enough for a full pass
+    every few batches, and each would walk them all again (about a second per 100,000 items)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 async def _in_thread(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:

@@ -49,7 +49,7 @@ def start_in_process(settings: Settings, threads: int = 2) -> InProcessWorker:
     must `stop()` it."""
     broker = setup_broker(settings)
     rt = runtime.configure(settings)
-    worker = dramatiq.Worker(broker, worker_threads=threads)
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)  # an idle worker polls every 100 ms, not 1 s
     worker.start()
     rt.start_reaper()
     log.info("dramatiq worker started: %d threads, queues %s", threads, sorted(broker.get_declared_queues()))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import jwt
-from sqlalchemy import bindparam, func, null, select, update
+from sqlalchemy import func, null, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import security
@@ -161,6 +161,15 @@ async def authenticate(
     db: Database, settings: Settings, *, authorization: str | None, api_key: str | None, workspace: str | None
 ) -> Principal:
     """The principal of a request's credentials; anonymous without any. Bad ones raise."""
+    principal, _ = await identify(db, settings, authorization=authorization, api_key=api_key, workspace=workspace)
+    return principal
+
+
+async def identify(
+    db: Database, settings: Settings, *, authorization: str | None, api_key: str | None, workspace: str | None
+) -> tuple[Principal, datetime | None]:
+    """`authenticate`, and when the credential stops working by itself (an access token's expiry,
+    an API key's expiresAt; None for never, or anonymous)."""
     workspace_id = _parse_workspace_header(workspace)
     if api_key:
         return await _authenticate_key(db, api_key, workspace_id)
@@ -171,11 +180,12 @@ async def authenticate(
         if token.startswith(security.API_KEY_PREFIX):
             return await _authenticate_key(db, token, workspace_id)
         assert settings.jwt_secret
-        user_id = security.read_access_token(settings.jwt_secret, token.strip())
-        if user_id is None:
+        found = security.read_access_token_until(settings.jwt_secret, token.strip())
+        if found is None:
             raise Unauthenticated("Invalid or expired access token")
-        return await _authenticate_user(db, user_id, workspace_id)
-    return Principal()
+        user_id, expires_at = found
+        return await _authenticate_user(db, user_id, workspace_id), expires_at
+    return Principal(), None
 
 
 async def credential_expiry(
@@ -197,20 +207,19 @@ async def credential_expiry(
     return datetime.fromtimestamp(claims["exp"], UTC)
 
 
-# Every request runs one of these: built once, on a connection in autocommit (Database.lookup).
-_MEMBERSHIPS = (select(Member.id, Member.workspace_id, Member.role)
-                .where(Member.user_id == bindparam("user_id"), Member.status == "ACTIVE").limit(2))
-_MEMBERSHIP_IN = _MEMBERSHIPS.where(Member.workspace_id == bindparam("workspace_id"))
-_KEY = select(ApiKey.id, ApiKey.workspace_id, ApiKey.scopes, ApiKey.revoked_at, ApiKey.expires_at,
-              ApiKey.last_used_at).where(ApiKey.key_hash == bindparam("key_hash"))
+# Every request runs one of these, as plain SQL on a connection in autocommit (Database.lookup).
+_MEMBERSHIPS = "select id, workspace_id, role from members where user_id = %(user_id)s and status = 'ACTIVE' limit 2"
+_MEMBERSHIP_IN = ("select id, workspace_id, role from members"
+                  " where user_id = %(user_id)s and status = 'ACTIVE' and workspace_id = %(workspace_id)s")
+_KEY = "select id, workspace_id, scopes, revoked_at, expires_at, last_used_at from api_keys where key_hash = %(key_hash)s"
+_TOUCH_KEY = "update api_keys set last_used_at = %(now)s where id = %(id)s"
 
 
 async def _authenticate_user(db: Database, user_id: uuid.UUID, workspace_id: uuid.UUID | None) -> Principal:
-    async with db.lookup() as conn:
-        if workspace_id is None:
-            rows = (await conn.execute(_MEMBERSHIPS, {"user_id": user_id})).all()
-        else:
-            rows = (await conn.execute(_MEMBERSHIP_IN, {"user_id": user_id, "workspace_id": workspace_id})).all()
+    if workspace_id is None:
+        rows = await db.lookup(_MEMBERSHIPS, {"user_id": user_id})
+    else:
+        rows = await db.lookup(_MEMBERSHIP_IN, {"user_id": user_id, "workspace_id": workspace_id})
     if workspace_id is not None and not rows:
         raise Forbidden("Unknown workspace")
     if len(rows) != 1:  # none, or several and no header to choose: user-level requests only
@@ -219,18 +228,17 @@ async def _authenticate_user(db: Database, user_id: uuid.UUID, workspace_id: uui
     return Principal(user_id=user_id, workspace_id=ws, member_id=member_id, role=role, scopes=ROLE_SCOPES[role])
 
 
-async def _authenticate_key(db: Database, secret: str, workspace_id: uuid.UUID | None) -> Principal:
-    async with db.lookup() as conn:
-        key = (await conn.execute(_KEY, {"key_hash": security.sha256(secret.strip())})).one_or_none()
-        now = _now()
-        if key is None or key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
-            raise Unauthenticated("Invalid, revoked or expired API key")
-        if workspace_id is not None and workspace_id != key.workspace_id:
-            raise Forbidden("Unknown workspace")
-        if key.last_used_at is None or now - key.last_used_at > API_KEY_TOUCH_INTERVAL:
-            # kept to the minute: no write on every request
-            await conn.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
-    return Principal(api_key_id=key.id, workspace_id=key.workspace_id, scopes=frozenset(key.scopes))
+async def _authenticate_key(db: Database, secret: str, workspace_id: uuid.UUID | None) -> tuple[Principal, datetime | None]:
+    found = await db.lookup(_KEY, {"key_hash": security.sha256(secret.strip())})
+    key = found[0] if found else None
+    now = _now()
+    if key is None or key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
+        raise Unauthenticated("Invalid, revoked or expired API key")
+    if workspace_id is not None and workspace_id != key.workspace_id:
+        raise Forbidden("Unknown workspace")
+    if key.last_used_at is None or now - key.last_used_at > API_KEY_TOUCH_INTERVAL:
+        await db.lookup(_TOUCH_KEY, {"now": now, "id": key.id})  # kept to the minute: no write on every request
+    return Principal(api_key_id=key.id, workspace_id=key.workspace_id, scopes=frozenset(key.scopes)), key.expires_at
 
 
 async def viewer_workspaces(db: Database, p: Principal) -> list[tuple[Workspace, str | None]]:

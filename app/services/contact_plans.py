@@ -5,7 +5,8 @@ JSON object in order, each naming what goes there. This module turns it into one
 over the same queries `list_contacts` and the relationship pages use (workspace filter, scopes,
 filters, orders, cursors), so the answer is the one the resolvers would give, without building
 an object per row and field. Cursors of the list itself are encoded in Python from the sort
-values, exactly as `paginate` does; those of an edge page are encoded by PostgreSQL.
+values, exactly as `paginate` does; those of an edge page are encoded by PostgreSQL. Each node's
+JSON goes into the response as PostgreSQL wrote it (`orjson.Fragment`), never parsed here.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ import orjson
 from sqlalchemy import and_, case, false, func, literal_column, or_, select, true
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import Text
 
+from app.db.engine import Database
 from app.db.models import Contact, Relationship
 from app.services import contacts, relationships
 from app.services.access import Principal
-from app.services.pagination import PageArgs, SortKey, encode_cursor, order_terms, page_of, window
+from app.services.pagination import PageArgs, SortKey, encode_cursor, order_terms, page_flags, page_of, window, written
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ def _edges(ws: uuid.UUID, outer: Any, owner: Any, plan: EdgesPlan) -> tuple[Any,
     touching = and_(R.workspace_id == ws, relationships.touching("Contact", owner, plan.direction),
                     relationships.stored_kinds(plan.kinds))
     e = (select(*R.__table__.c, func.row_number().over(order_by=(R.created_at, R.id)).label("rn"))
-         .where(touching).order_by(R.created_at, R.id).limit(size + 1).correlate(outer).lateral("e"))
+         .where(touching).order_by(R.created_at, R.id).limit(written(size + 1)).correlate(outer).lateral("e"))
     joined, missing = e, []
     cursor = _edge_cursor(e.c.created_at, e.c.id)
 
@@ -172,8 +173,8 @@ def _edges(ws: uuid.UUID, outer: Any, owner: Any, plan: EdgesPlan) -> tuple[Any,
     edge = _object([(o.key, cursor if o.name == "cursor" else node(o.value) if o.name == "node"
                      else _column("", {}, None, o)) for o in edges_shape])
     agg = select(
-        func.json_agg(aggregate_order_by(edge, e.c.rn)).filter(e.c.rn <= size).label("edges"),
-        func.array_agg(aggregate_order_by(cursor, e.c.rn), type_=ARRAY(Text)).filter(e.c.rn <= size).label("cursors"),
+        func.json_agg(aggregate_order_by(edge, e.c.rn)).filter(e.c.rn <= written(size)).label("edges"),
+        func.array_agg(aggregate_order_by(cursor, e.c.rn), type_=ARRAY(Text)).filter(e.c.rn <= written(size)).label("cursors"),
         func.count().label("n"),
         func.bool_or(or_(false(), *missing)).label("missing"),
     ).select_from(joined).lateral("r")
@@ -212,6 +213,8 @@ class Prepared:
     keys: list[SortKey]
     args: PageArgs
     shape: Shape
+    aggregated: bool
+    "One row: the edges as one JSON array (no list cursor shown), `n` rows read, `missing`, `total`."
 
 
 def prepare(
@@ -226,15 +229,18 @@ def prepare(
         raise NotPlannable("empty page")  # paginate reads nothing then
     keys = contacts.sort_keys(order)
     page = window(contacts.contacts_query(p, where=where, order=order, search=search, entity=False), keys, args)
-    c = page.add_columns(func.row_number().over(order_by=order_terms(keys, args.backward)).label("_rn")).subquery("c")
+    c = page.add_columns(func.row_number().over(order_by=order_terms(keys, args.backward)).label("rn")).subquery("c")
 
     node_shape = _node_shape(shape)
-    values = [c.c[name] for name in ("id", "full_name", "created_at", "updated_at", "sort_last_contact_at", "sort_strength")
-              if name in c.c]
-    columns: list[Any] = [*values, c.c._rn]
+    aggregated = not _cursors(shape)  # then PostgreSQL builds the whole list: one row to read, nothing to shape per row
+    values = [] if aggregated else [  # the sort values serve only to encode cursors
+        c.c[name] for name in ("id", "full_name", "created_at", "updated_at", "sort_last_contact_at", "sort_strength")
+        if name in c.c]
+    columns: list[Any] = [*values, c.c.rn]
+    from_: Any = c
+    missing: list[Any] = []
     if node_shape is not None:
-        from_: Any = c
-        pairs, missing = [], []
+        pairs = []
         for out in node_shape:
             if out.name == "relationships":
                 (json, flag), lateral = _edges(ws, c, c.c.id, out.value)
@@ -243,16 +249,30 @@ def prepare(
                 missing.append(flag)
             else:
                 pairs.append((out.key, _column("Contact", CONTACT_FIELDS, c.c, out)))
-        columns += [func.cast(_object(pairs), Text).label("node"), or_(false(), *missing).label("missing")]
-        stmt = select(*columns).select_from(from_)
-    else:
-        stmt = select(*columns).select_from(c)
-    stmt = stmt.order_by(c.c._rn)
+        node = _object(pairs)
+        columns.append((node if aggregated else func.cast(node, Text)).label("node"))
+    stmt = select(*columns, or_(false(), *missing).label("missing")).select_from(from_)
+    total = None
     if any(o.name == "totalCount" for o in shape):
         base = contacts.contacts_query(p, where=where, order=order, search=search, entity=False).order_by(None)
-        total = select(func.count().label("total")).select_from(base.subquery()).subquery("t")
-        rows_of = stmt.lateral("p")
-        stmt = select(total.c.total, rows_of).select_from(total.outerjoin(rows_of, true())).order_by(rows_of.c._rn)
+        total = select(func.count()).select_from(base.subquery()).scalar_subquery()
+    if aggregated:
+        rows = stmt.subquery("p")
+        edges_shape = next((o.value for o in shape if o.name == "edges"), ())
+        edge = _object([(o.key, rows.c.node if o.name == "node" else _column("", {}, None, o)) for o in edges_shape])
+        in_page = rows.c.rn.desc() if args.backward else rows.c.rn  # a backward window reads its page from the end
+        stmt = select(
+            func.count().label("n"),
+            func.cast(func.json_agg(aggregate_order_by(edge, in_page)).filter(rows.c.rn <= written(args.size)), Text).label("edges"),
+            func.coalesce(func.bool_or(rows.c.missing), false()).label("missing"),
+            (total if total is not None else literal_column("0")).label("total"),
+        )
+    else:
+        stmt = stmt.order_by(c.c.rn)
+        if total is not None:
+            counted = select(total.label("total")).subquery("t")
+            rows_of = stmt.lateral("p")
+            stmt = select(counted.c.total, rows_of).select_from(counted.outerjoin(rows_of, true())).order_by(rows_of.c.rn)
 
     state = stmt.compile(dialect=dialect).construct_expanded_state()  # IN lists expanded, as execution does
     params, workspace = {}, []
@@ -262,26 +282,32 @@ def prepare(
             workspace.append((name, convert))
         else:
             params[name] = value if convert is None else convert(value)
-    return Prepared(state.statement, params, tuple(workspace), keys, args, shape)
+    return Prepared(state.statement, params, tuple(workspace), keys, args, shape, aggregated)
 
 
-async def contact_list(s: AsyncSession, p: Principal, plan: Prepared) -> dict[str, Any] | None:
+async def contact_list(db: Database, p: Principal, plan: Prepared) -> dict[str, Any] | None:
     """The connection as `list_contacts` and the resolvers give it; None when an edge ends at
     something the statement cannot show (a record, a missing node).
 
-    The compiled text runs as is on the session's connection, in the session's transaction (so
-    under its workspace scope); the rows it reads (uuids, times, numbers, text, booleans) are the
-    values the driver gives SQLAlchemy too."""
+    The compiled text runs as is in the workspace's scope (`Database.read`: one round trip); the
+    rows it reads (uuids, times, numbers, text, booleans) are the values the driver gives
+    SQLAlchemy too."""
     ws = p.require(contacts.READ)
     params = {**plan.params, **{name: ws if convert is None else convert(ws) for name, convert in plan.workspace_params}}
-    conn = await s.connection()
-    rows = list((await conn.exec_driver_sql(plan.sql, params)).all())
+    rows = await db.read(ws, plan.sql, params)
     shape, keys, args = plan.shape, plan.keys, plan.args
+    if plan.aggregated:
+        (row,) = rows
+        if row.missing:
+            return None
+        has_next, has_previous = page_flags(row.n, args)
+        flags = {"hasNextPage": has_next, "hasPreviousPage": has_previous}
+        return _shaped(shape, lambda: orjson.Fragment(row.edges or "[]"), flags.__getitem__, row.total)
     wants_total = any(o.name == "totalCount" for o in shape)
     total_count = rows[0].total if wants_total else None
     if wants_total:
-        rows = [r for r in rows if r._rn is not None]
-    if _node_shape(shape) is not None and any(r.missing for r in rows):
+        rows = [r for r in rows if r.rn is not None]
+    if any(r.missing for r in rows):
         return None
 
     async def no_count() -> int:
@@ -303,21 +329,34 @@ async def contact_list(s: AsyncSession, p: Principal, plan: Prepared) -> dict[st
         return bound(0 if name == "startCursor" else -1)
 
     def edge(row: Any, cursor: str | None) -> dict[str, Any]:
-        return {o.key: cursor if o.name == "cursor" else orjson.loads(row.node) if o.name == "node" else _constant(o)
+        return {o.key: cursor if o.name == "cursor" else orjson.Fragment(row.node) if o.name == "node" else _constant(o)
                 for o in edges.value}  # type: ignore[union-attr]
 
+    def all_edges() -> list[dict[str, Any]]:
+        cursors = result.cursors if every else [None] * len(result.items)
+        return [edge(r, cursor) for r, cursor in zip(result.items, cursors, strict=True)]
+
+    return _shaped(shape, all_edges, page_info, total_count)
+
+
+def _shaped(shape: Shape, edges: Callable[[], Any], page_info: Callable[[str], Any], total: int | None) -> dict[str, Any]:
+    """The connection object: its keys in the shape's order."""
     out: dict[str, Any] = {}
     for o in shape:
         if o.name == "edges":
-            cursors = result.cursors if every else [None] * len(result.items)
-            out[o.key] = [edge(r, cursor) for r, cursor in zip(result.items, cursors, strict=True)]
+            out[o.key] = edges()
         elif o.name == "pageInfo":
             out[o.key] = {i.key: page_info(i.name) if i.name in PAGE_INFO else _constant(i) for i in o.value}
         elif o.name == "totalCount":
-            out[o.key] = int(total_count or 0)
+            out[o.key] = int(total or 0)
         else:
             out[o.key] = _constant(o)
     return out
+
+
+def _cursors(shape: Shape) -> bool:
+    """Whether the response shows a cursor of the list (an edge's, or pageInfo's first or last)."""
+    return any(i.name in ("cursor", "startCursor", "endCursor") for o in shape if o.name in ("edges", "pageInfo") for i in o.value)
 
 
 def _node_shape(shape: Shape) -> Shape | None:

@@ -1,8 +1,9 @@
 """Contacts: the people a workspace deals with.
 
 Every write of a contact (createContact, updateContact, an import item, a contact created for an
-unknown address by recordActivity) goes through `write_contacts`: one batch of drafts, validated
-and de-duplicated together, written with a fixed number of set-based statements. Emails are normalised and unique among
+unknown address by recordActivity) goes through `write_contacts` (an import batch through its two
+steps, `check_import` then `write_checked`): one batch of drafts, validated and de-duplicated
+together, written with a fixed number of set-based statements. Emails are normalised and unique among
 live contacts (primary and secondary addresses alike); (source, remoteId) is unique among all.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import orjson
 from sqlalchemy import Select, and_, case, cast, extract, func, literal, literal_column, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
@@ -47,11 +49,11 @@ def _tags(f: Any) -> Any:
     joined = func.array_to_string(col, "\x1f")
     terms = []
     if f.eq is not None:
-        terms.append(col.op("@>")(cast([f.eq], ARRAY(Text))))
+        terms.append(col.op("@>", is_comparison=True)(cast([f.eq], ARRAY(Text))))
     if f.neq is not None:
-        terms.append(~col.op("@>")(cast([f.neq], ARRAY(Text))))
+        terms.append(~col.op("@>", is_comparison=True)(cast([f.neq], ARRAY(Text))))
     if f.in_ is not None:
-        terms.append(col.op("&&")(cast(list(f.in_), ARRAY(Text))))
+        terms.append(col.op("&&", is_comparison=True)(cast(list(f.in_), ARRAY(Text))))
     if f.contains is not None:
         terms.append(joined.ilike(f"%{filters._like_escape(f.contains)}%", escape="\\"))
     if f.starts_with is not None:
@@ -334,43 +336,52 @@ _CURRENT = select(Contact.id, Contact.deleted_at, *(getattr(Contact, c) for c in
 "The rows of a batch's (source, remoteId) keys, locked; [source is None]."
 _BY_REMOTE = [
     text(
-        f"SELECT c.* FROM unnest(CAST(:remotes AS text[])) AS k(remote_id) CROSS JOIN LATERAL ("
+        f"SELECT c.* FROM jsonb_array_elements_text(CAST(:remotes AS jsonb)) AS k(remote_id) CROSS JOIN LATERAL ("
         f" SELECT id, deleted_at, {', '.join(WRITABLE)} FROM contacts WHERE workspace_id = CAST(:ws AS uuid)"
         f" AND {source} AND remote_id = k.remote_id LIMIT 1 FOR UPDATE) AS c"
     )
     for source in ("source_id = CAST(:source AS uuid)", "source_id IS NULL")
 ]
+
+
+def _json(value: Any) -> str:
+    """A statement's JSON parameter: orjson (UUIDs and datetimes included); the standard library
+    for what orjson refuses (integers beyond 64 bits in customFields)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, default=str)
+
+
 "An existing contact a draft writes over: its id, deleted_at and WRITABLE columns."
 Current = dict[str, Any]
 
 
-# Look-ups probe the unique indexes once per key (LATERAL ... LIMIT 1 keeps them per key): a plan
-# that does not depend on statistics, which lag far behind during a large import.
-_PRIMARY_OWNERS = text(
-    "SELECT k.address, c.id FROM unnest(CAST(:addresses AS text[])) AS k(address) CROSS JOIN LATERAL ("
-    " SELECT id FROM contacts WHERE workspace_id = CAST(:ws AS uuid) AND deleted_at IS NULL AND email = k.address"
-    " LIMIT 1) AS c"
-)
-# Secondary addresses have a GIN index only; the cheap emptiness test first bounds the cost of a
-# plan that scans the workspace instead.
-_SECONDARY_OWNERS = text(
-    "SELECT id, emails FROM contacts WHERE workspace_id = CAST(:ws AS uuid) AND deleted_at IS NULL"
-    " AND emails <> '{}' AND emails && CAST(:addresses AS text[])"
+# Primary addresses: the live-email unique index is probed once per key (LATERAL ... LIMIT 1), a
+# plan that does not depend on statistics, which lag far behind during a large import.
+# Secondary addresses: `&&` is not leakproof, so under row-level security only a SECURITY DEFINER
+# function (the workspace of the transaction, as the policies) reaches the partial GIN index of
+# live secondary addresses (migrations/versions/0006_import_throughput.py).
+_ADDRESS_OWNERS = text(
+    "WITH k AS (SELECT jsonb_array_elements_text(CAST(:addresses AS jsonb)) AS address)"
+    " SELECT true, k.address, c.id FROM k CROSS JOIN LATERAL ("
+    "  SELECT id FROM contacts WHERE workspace_id = CAST(:ws AS uuid) AND deleted_at IS NULL AND email = k.address"
+    "  LIMIT 1) AS c"
+    " UNION ALL"
+    " SELECT false, a.address, o.contact_id FROM ctxgraph_secondary_owners(ARRAY(SELECT address FROM k)) AS o"
+    " CROSS JOIN LATERAL unnest(o.emails) AS a(address) WHERE a.address IN (SELECT address FROM k)"
 )
 
 
 async def _address_owners(s: AsyncSession, ws: uuid.UUID, addresses: set[str]) -> dict[str, uuid.UUID]:
-    """The live contact owning each address, primary or secondary: two queries for a batch."""
+    """The live contact owning each address, primary or secondary: one statement for a batch."""
     if not addresses:
         return {}
-    wanted = {"ws": ws, "addresses": sorted(addresses)}
-    rows = await s.execute(_PRIMARY_OWNERS, wanted)
-    found: dict[str, uuid.UUID] = {address: contact_id for address, contact_id in rows}
-    for contact_id, emails in await s.execute(_SECONDARY_OWNERS, wanted):
-        for address in emails:
-            if address in addresses:
-                found.setdefault(address, contact_id)
-    return found
+    primary: dict[str, uuid.UUID] = {}
+    secondary: dict[str, uuid.UUID] = {}
+    for is_primary, address, contact_id in await s.execute(_ADDRESS_OWNERS, {"ws": ws, "addresses": _json(sorted(addresses))}):
+        (primary if is_primary else secondary).setdefault(address, contact_id)
+    return {**secondary, **primary}
 
 
 async def _check_emails(s: AsyncSession, ws: uuid.UUID, drafts: list[Draft], current: dict[int, Current]) -> None:
@@ -418,7 +429,7 @@ async def _current_rows(s: AsyncSession, ws: uuid.UUID, drafts: list[Draft], mod
         by_source.setdefault(d.values.get("source_id"), set()).add(d.remote_id)  # type: ignore[arg-type]
     existing: dict[tuple[Any, str | None], Current] = {}
     for source, remotes in by_source.items():
-        rows = await s.execute(_BY_REMOTE[source is None], {"ws": ws, "source": source, "remotes": sorted(remotes)})
+        rows = await s.execute(_BY_REMOTE[source is None], {"ws": ws, "source": source, "remotes": _json(sorted(remotes))})
         existing.update({(r["source_id"], r["remote_id"]): r for r in rows.mappings()})
     seen: set[tuple[Any, str | None]] = set()
     for d in keyed:
@@ -449,6 +460,15 @@ async def write_contacts(
     "create" refuses an existing (source, remoteId); "upsert" updates it (and a `delete` draft
     soft-deletes it); "update" writes the draft's `target_id`, which must be live.
     """
+    current = await _check(s, ws, drafts, mode, source_id)
+    return await _apply(s, ws, drafts, current)
+
+
+async def _check(
+    s: AsyncSession, ws: uuid.UUID, drafts: list[Draft], mode: Mode, source_id: uuid.UUID | None,
+) -> dict[int, Current]:
+    """Checks the drafts against the workspace and each other; the existing rows they write
+    over, locked, by draft index."""
     if source_id is not None:
         for d in drafts:
             d.values["source_id"] = source_id
@@ -458,7 +478,7 @@ async def write_contacts(
         if d.target_id is None and not d.delete:
             d.target_id = uuid.uuid4()
     await _check_emails(s, ws, drafts, current)
-    return await _apply(s, ws, drafts, current)
+    return current
 
 
 async def save_contacts(
@@ -491,7 +511,7 @@ def _plan(d: Draft, row: Current | None) -> tuple[str, dict[str, Any] | None]:
 def _row(values: dict[str, Any], contact_id: uuid.UUID | None, *, deleted: bool = False) -> dict[str, Any]:
     """A row for _INSERT / _UPDATE, without its empty values (they read back as NULL or '{}')."""
     row = {k: v for k, v in values.items() if v}
-    row["id"] = str(contact_id)
+    row["id"] = contact_id
     if deleted:
         row["deleted"] = True
     return row
@@ -533,7 +553,7 @@ async def _write(s: AsyncSession, ws: uuid.UUID, now: datetime, writes: list[Wri
     for statement, new in ((_INSERT, True), (_UPDATE, False)):
         rows = [values for _, values, is_new in writes if is_new is new]
         if rows:
-            await s.execute(statement, {"ws": ws, "now": now, "rows": json.dumps(rows, default=str)})
+            await s.execute(statement, {"ws": ws, "now": now, "rows": _json(rows)})
 
 
 def _one(results: list[Result]) -> Contact:
@@ -575,24 +595,78 @@ def _import_draft(item: Any, index: int) -> Draft:
 
 
 def _error(problems: list[Problem]) -> str | None:
+    if not problems:
+        return None
     return "; ".join(f"{'.'.join(pr.field)}: {pr.message}" if pr.field else pr.message for pr in problems) or None
+
+
+def import_drafts(items: list[Any], start_index: int = 0) -> list[Draft]:
+    """An import batch's items as drafts, new contacts' ids drawn: all the work of an import that
+    needs no database (the worker does it a batch ahead, while PostgreSQL writes the previous one)."""
+    drafts = [_import_draft(item, start_index + i) for i, item in enumerate(items)]
+    for d in drafts:
+        d.values["remote_id"] = d.remote_id
+        if not d.delete:
+            d.target_id = uuid.uuid4()  # an existing contact's id replaces it
+    return drafts
+
+
+def import_keys(drafts: list[Draft]) -> set[str]:
+    """What an import batch looks up: its remoteIds (one source per job) and its addresses."""
+    keys: set[str] = set()
+    for d in drafts:
+        if d.remote_id is not None:
+            keys.add(d.remote_id)
+        if d.values.get("email"):
+            keys.add(d.values["email"])
+        keys.update(d.values.get("emails", ()))
+    return keys
+
+
+@dataclass
+class CheckedImport:
+    """An import batch checked against the workspace, the rows it writes over locked.
+
+    `keys` are the addresses of the rows it writes over: with its `import_keys`, all its write
+    changes. A batch sharing none of them reads the same whether this one is written or not.
+    """
+
+    drafts: list[Draft]
+    current: dict[int, Current]
+    keys: set[str]
+
+
+async def check_import(
+    s: AsyncSession, p: Principal, drafts: list[Draft], source_id: uuid.UUID | None,
+) -> CheckedImport:
+    """The first step of `write_import`: its reads."""
+    current = await _check(s, p.require(WRITE), drafts, "upsert", source_id)
+    return CheckedImport(drafts, current, {e for row in current.values() for e in (row["email"], *row["emails"]) if e})
+
+
+async def write_checked(s: AsyncSession, p: Principal, checked: CheckedImport) -> list[ItemOutcome]:
+    """The second step of `write_import`: its writes."""
+    saved = await _apply(s, p.require(WRITE), checked.drafts, checked.current)
+    return [
+        ItemOutcome(d.index, outcome, d.remote_id, ("Contact", contact_id) if contact_id else None,  # type: ignore[arg-type]
+                    _error(problems))
+        for d, (outcome, contact_id, problems) in zip(checked.drafts, saved, strict=True)
+    ]
+
+
+async def write_import(
+    s: AsyncSession, p: Principal, drafts: list[Draft], source_id: uuid.UUID | None,
+) -> list[ItemOutcome]:
+    """Upserts `import_drafts` by (source, remoteId) under createContact's rules; re-importing an
+    unchanged item is SKIPPED."""
+    return await write_checked(s, p, await check_import(s, p, drafts, source_id))
 
 
 async def import_contacts(
     s: AsyncSession, p: Principal, items: list[dict[str, Any]], source_id: uuid.UUID | None, start_index: int = 0,
 ) -> list[ItemOutcome]:
-    """Upserts a batch by (source, remoteId) under createContact's rules; re-importing an
-    unchanged item is SKIPPED."""
-    ws = p.require(WRITE)
-    drafts = [_import_draft(item, start_index + i) for i, item in enumerate(items)]
-    for d in drafts:
-        d.values["remote_id"] = d.remote_id
-    saved = await write_contacts(s, ws, drafts, "upsert", source_id=source_id)
-    return [
-        ItemOutcome(d.index, outcome, d.remote_id, ("Contact", contact_id) if contact_id else None,  # type: ignore[arg-type]
-                    _error(problems))
-        for d, (outcome, contact_id, problems) in zip(drafts, saved, strict=True)
-    ]
+    """The import of a batch of raw items, in one call."""
+    return await write_import(s, p, import_drafts(items, start_index), source_id)
 
 
 async def _get_for_update(s: AsyncSession, ws: uuid.UUID, contact_id: uuid.UUID | None) -> Contact:

@@ -7,18 +7,20 @@ mutation of that domain ends in.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 import httpx
+import orjson
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
 
 from app import outbound
 from app.db.models import Job, JobPayloadChunk, Source
@@ -47,15 +49,37 @@ ImportFn = Callable[..., Awaitable[list[ItemOutcome]]]
 
 
 @dataclass(frozen=True)
+class Steps:
+    """An import in two steps: `check(s, p, prepared, source_id)` reads the workspace (locking
+    the rows written over), `write(s, p, checked)` writes. `keys(prepared)` names what a batch
+    reads and writes, `checked.keys` what else its write changes: a batch whose keys the write
+    before does not change is checked while that one is written."""
+    keys: Callable[[list[Any]], set[str]]
+    check: Callable[..., Awaitable[Any]]
+    write: ImportFn
+
+
+@dataclass(frozen=True)
 class Target:
-    "The scope an import into the target needs, and the domain function that upserts a batch."
+    """The scope an import into the target needs, and the domain function that upserts a batch.
+
+    With `prepare(items, start_index)`, the work on a batch that needs no database (parsing,
+    validation) is split off: the worker does it a batch ahead, while PostgreSQL writes the
+    batch before, and `function` takes its result instead of the raw items. With `steps`, the
+    worker checks a batch while the one before is written (see Steps).
+    """
     scope: str
     function: ImportFn
     needs_object_type: bool = False
+    prepare: Callable[[list[dict[str, Any]], int], list[Any]] | None = None
+    steps: Steps | None = None
 
 
 TARGETS: dict[str, Target] = {
-    "CONTACTS": Target(jobs.TARGET_SCOPES["CONTACTS"], contacts.import_contacts),
+    "CONTACTS": Target(
+        jobs.TARGET_SCOPES["CONTACTS"], contacts.write_import, prepare=contacts.import_drafts,
+        steps=Steps(contacts.import_keys, contacts.check_import, contacts.write_checked),
+    ),
     "ACTIVITY": Target(jobs.TARGET_SCOPES["ACTIVITY"], activity.import_activity),
     "RECORDS": Target(jobs.TARGET_SCOPES["RECORDS"], records.import_records, needs_object_type=True),
     "DOCUMENTS": Target(jobs.TARGET_SCOPES["DOCUMENTS"], documents.import_documents),
@@ -147,9 +171,16 @@ async def _chunks_of(data: Any, file: Readable | None) -> AsyncIterator[bytes]:
         while chunk := await file.read(CHUNK_BYTES):
             yield chunk
         return
-    raw = data.encode() if isinstance(data, str) else json.dumps(data).encode()
+    raw = data.encode() if isinstance(data, str) else _encode(data)
     for start in range(0, len(raw), CHUNK_BYTES):
         yield raw[start:start + CHUNK_BYTES]
+
+
+def _encode(data: Any) -> bytes:
+    try:
+        return orjson.dumps(data)
+    except TypeError:  # integers beyond 64 bits
+        return json.dumps(data).encode()
 
 
 async def store_payload(s: AsyncSession, job: Job, chunks: AsyncIterator[bytes]) -> int | None:
@@ -317,45 +348,145 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, (OperationalError, InterfaceError))
 
 
-async def _call(fn: ImportFn, s: AsyncSession, p: Principal, job: Job, items: list[dict[str, Any]]) -> list[ItemOutcome]:
-    if TARGETS[job.target or ""].needs_object_type:
-        return await fn(s, p, job.object_type_id, items, job.source_id, 0)
-    return await fn(s, p, items, job.source_id, 0)
+async def _call(spec: Target, s: AsyncSession, p: Principal, job: Job, items: list[Any]) -> list[ItemOutcome]:
+    if spec.prepare is not None:
+        return await spec.function(s, p, items, job.source_id)
+    if spec.needs_object_type:
+        return await spec.function(s, p, job.object_type_id, items, job.source_id, 0)
+    return await spec.function(s, p, items, job.source_id, 0)
 
 
-async def import_batch(s: AsyncSession, job: Job, batch: list[tuple[int, Entry]]) -> list[ItemOutcome]:
+@dataclass
+class Batch:
+    """A batch of entries, ready to import: its bad items already failed, and what the target
+    function takes for the good ones."""
+    entries: list[tuple[int, Entry]]
+    failed: dict[int, ItemOutcome]
+    good: list[tuple[int, dict[str, Any]]]
+    prepared: list[Any]
+    "What it reads and writes, for a target with steps."
+    keys: set[str] = field(default_factory=set)
+
+
+"Items prepared between two yields to the event loop: a statement's result waits at most that long."
+PREPARE_SLICE = 50
+
+
+async def prepare_batch(job: Job, entries: list[tuple[int, Entry]]) -> Batch:
+    """The part of a batch's import that needs no database. It yields to the event loop every
+    PREPARE_SLICE items: run as a task beside the write of the batch before, it fills the time
+    that write waits for PostgreSQL."""
+    failed: dict[int, ItemOutcome] = {}
+    good: list[tuple[int, dict[str, Any]]] = []
+    for index, entry in entries:
+        if isinstance(entry, BadItem):
+            failed[index] = ItemOutcome(index, "FAILED", entry.remote_id, None, entry.error)
+        else:
+            good.append((index, entry))
+    items = [item for _, item in good]
+    spec = TARGETS[job.target or ""]
+    if spec.prepare is None:
+        return Batch(entries, failed, good, items)
+    prepared: list[Any] = []
+    for start in range(0, len(items), PREPARE_SLICE):
+        await asyncio.sleep(0)
+        prepared += spec.prepare(items[start:start + PREPARE_SLICE], start)
+    return Batch(entries, failed, good, prepared, spec.steps.keys(prepared) if spec.steps is not None else set())
+
+
+async def import_batch(s: AsyncSession, job: Job, batch: Batch) -> list[ItemOutcome]:
     """Import one batch in the caller's transaction; one outcome per entry, in order, each with
     its payload index. An item the target function cannot take fails alone."""
     spec = TARGETS[job.target or ""]
-    fn = spec.function
+    if not batch.good:
+        return [batch.failed[index] for index, _ in batch.entries]
+    try:
+        async with s.begin_nested():
+            results = await _call(spec, s, job_principal(job, spec.scope), job, batch.prepared)
+    except Exception as exc:  # noqa: BLE001 - isolate the item that breaks the batch
+        if _transient(exc):
+            raise
+        return await _one_by_one(s, job, batch, exc)
+    return _in_order(batch, results)
+
+
+@dataclass
+class Checked:
+    """A batch after the first of its target's `steps`: what the second takes (`checked`, within
+    `savepoint`), or its `outcomes` already (a target without steps, or a batch that failed as
+    a whole and was imported one item at a time)."""
+    batch: Batch
+    outcomes: list[ItemOutcome] | None = None
+    checked: Any = None
+    savepoint: AsyncSessionTransaction | None = None
+
+
+async def check_batch(s: AsyncSession, job: Job, batch: Batch) -> Checked:
+    """The first step of `import_batch`, in the caller's transaction."""
+    spec = TARGETS[job.target or ""]
+    if spec.steps is None or not batch.good:
+        return Checked(batch, await import_batch(s, job, batch))
+    savepoint = await s.begin_nested()
+    try:
+        checked = await spec.steps.check(s, job_principal(job, spec.scope), batch.prepared, job.source_id)
+    except Exception as exc:  # noqa: BLE001 - isolate the item that breaks the batch
+        if _transient(exc):
+            raise
+        await savepoint.rollback()
+        return Checked(batch, await _one_by_one(s, job, batch, exc))
+    return Checked(batch, checked=checked, savepoint=savepoint)
+
+
+async def write_batch(s: AsyncSession, job: Job, checked: Checked) -> list[ItemOutcome]:
+    """The second step of `import_batch`: the outcomes, as `import_batch` gives them."""
+    if checked.outcomes is not None:
+        return checked.outcomes
+    spec = TARGETS[job.target or ""]
+    assert spec.steps is not None and checked.savepoint is not None
+    try:
+        results = await spec.steps.write(s, job_principal(job, spec.scope), checked.checked)
+        await checked.savepoint.commit()
+    except Exception as exc:  # noqa: BLE001 - isolate the item that breaks the batch
+        if _transient(exc):
+            raise
+        await checked.savepoint.rollback()
+        return await _one_by_one(s, job, checked.batch, exc)
+    return _in_order(checked.batch, results)
+
+
+def independent(job: Job, checked: Checked, batch: Batch) -> bool:
+    """Whether `batch` reads the same before and after `checked` is written: then it may be
+    checked meanwhile."""
+    if TARGETS[job.target or ""].steps is None or checked.checked is None:
+        return False
+    return batch.keys.isdisjoint(checked.batch.keys) and batch.keys.isdisjoint(checked.checked.keys)
+
+
+async def _one_by_one(s: AsyncSession, job: Job, batch: Batch, error: Exception) -> list[ItemOutcome]:
+    """A batch that failed as a whole (`error`), imported one item at a time: the item that
+    breaks it fails alone."""
+    log.warning("a batch of job %s failed as a whole; importing its items one by one", job.id, exc_info=error)
+    spec = TARGETS[job.target or ""]
     p = job_principal(job, spec.scope)
-    outcomes: dict[int, ItemOutcome] = {}
-    good: list[tuple[int, dict[str, Any]]] = []
-    for index, entry in batch:
-        if isinstance(entry, BadItem):
-            outcomes[index] = ItemOutcome(index, "FAILED", entry.remote_id, None, entry.error)
-        else:
-            good.append((index, entry))
-    if good:
+    outcomes = dict(batch.failed)
+    for index, item in batch.good:
         try:
             async with s.begin_nested():
-                results = await _call(fn, s, p, job, [item for _, item in good])
-            _collect(outcomes, good, results)
-        except Exception as exc:  # noqa: BLE001 - isolate the item that breaks the batch
-            if _transient(exc):
+                one = spec.prepare([item], 0) if spec.prepare is not None else [item]  # afresh: a write changes drafts
+                _collect(outcomes, [(index, item)], await _call(spec, s, p, job, one))
+        except Exception as item_exc:  # noqa: BLE001
+            if _transient(item_exc):
                 raise
-            log.warning("a batch of job %s failed as a whole; importing its items one by one", job.id, exc_info=True)
-            for index, item in good:
-                try:
-                    async with s.begin_nested():
-                        _collect(outcomes, [(index, item)], await _call(fn, s, p, job, [item]))
-                except Exception as item_exc:  # noqa: BLE001
-                    if _transient(item_exc):
-                        raise
-                    log.exception("item %d of job %s failed", index, job.id)
-                    remote = item.get("id") if isinstance(item.get("id"), str) else None
-                    outcomes[index] = ItemOutcome(index, "FAILED", remote, None, "Internal error while importing the item")
-    return [outcomes[index] for index, _ in batch]
+            log.exception("item %d of job %s failed", index, job.id)
+            remote = item.get("id") if isinstance(item.get("id"), str) else None
+            outcomes[index] = ItemOutcome(index, "FAILED", remote, None, "Internal error while importing the item")
+    return [outcomes[index] for index, _ in batch.entries]
+
+
+def _in_order(batch: Batch, results: list[ItemOutcome]) -> list[ItemOutcome]:
+    outcomes = dict(batch.failed)
+    _collect(outcomes, batch.good, results)
+    return [outcomes[index] for index, _ in batch.entries]
 
 
 def _collect(outcomes: dict[int, ItemOutcome], good: list[tuple[int, dict[str, Any]]], results: list[ItemOutcome]) -> None:
@@ -370,28 +501,29 @@ def _collect(outcomes: dict[int, ItemOutcome], good: list[tuple[int, dict[str, A
 
 
 _INSERT_ITEMS = text(
-    "INSERT INTO job_items (job_id, workspace_id, idx, remote_id, status, outcome, node_type, node_id, error) "
-    "SELECT CAST(:job AS uuid), CAST(:ws AS uuid), x.i, x.r, x.s, x.o, x.t, x.n, x.e "
-    "FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS x(i integer, r text, s text, o text, t text, n uuid, e text) "
-    "ON CONFLICT (job_id, idx) DO NOTHING"
+    "INSERT INTO job_item_batches (job_id, workspace_id, first_idx, last_idx, statuses, items)"
+    " VALUES (:job, :ws, :first, :last, :statuses, CAST(:items AS jsonb)) ON CONFLICT (job_id, first_idx) DO NOTHING"
 )
 
 
 async def save_items(s: AsyncSession, job: Job, outcomes: list[ItemOutcome]) -> None:
-    """A batch's outcomes in one statement: one jsonb parameter, missing keys read as NULL."""
+    """A batch's outcomes in one row (see JobItemBatch), in payload order as `entries` gives them."""
     if not outcomes:
         return
     items = []
     for o in outcomes:
         item: dict[str, Any] = {"i": o.index, "s": jobs.ITEM_STATUS[o.outcome], "o": o.outcome}
         if o.remote_id is not None:
-            item["r"] = o.remote_id
+            item["r"] = o.remote_id.replace("\x00", "\ufffd")  # PostgreSQL text holds no NUL
         if o.node:
-            item["t"], item["n"] = o.node[0], str(o.node[1])
+            item["t"], item["n"] = o.node
         if o.error is not None:
-            item["e"] = o.error
+            item["e"] = o.error.replace("\x00", "\ufffd")
         items.append(item)
-    await s.execute(_INSERT_ITEMS, {"job": job.id, "ws": job.workspace_id, "items": json.dumps(items)})
+    await s.execute(_INSERT_ITEMS, {
+        "job": job.id, "ws": job.workspace_id, "first": outcomes[0].index, "last": outcomes[-1].index,
+        "statuses": sorted({item["s"] for item in items}), "items": orjson.dumps(items).decode(),
+    })
 
 
 def tally(job: Job, outcomes: list[ItemOutcome]) -> dict[str, Any]:

@@ -12,14 +12,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, literal_column, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Job, JobItem
+from app.db.models import Job
+from app.db.models.jobs import JobItem
 from app.services import filters
 from app.services.access import Principal
-from app.services.errors import Invalid, Problem, not_found
-from app.services.pagination import Page, PageArgs, SortKey, paginate
+from app.services.errors import BadInput, Invalid, Problem, not_found
+from app.services.pagination import Page, PageArgs, SortKey, decode_cursor, page_of, paginate
 
 READ, WRITE = "jobs:read", "jobs:write"
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
@@ -55,14 +56,43 @@ async def get_job(s: AsyncSession, p: Principal, job_id: uuid.UUID | None) -> Jo
     return (await jobs_by_id(s, p, [job_id])).get(job_id) if job_id else None  # type: ignore[arg-type]
 
 
+_ITEMS = (
+    "FROM job_item_batches b CROSS JOIN LATERAL jsonb_to_recordset(b.items)"
+    " AS i(i integer, r text, s text, t text, n uuid, e text)"
+    " WHERE b.workspace_id = CAST(:ws AS uuid) AND b.job_id = CAST(:job AS uuid)"
+)
+_OF_STATUS = " AND CAST(:status AS text) = ANY(b.statuses) AND i.s = :status"
+_AFTER = " AND b.last_idx > :after AND i.i > :after"
+_ITEM_ORDER = [SortKey(literal_column("idx"), lambda i: i.idx)]
+
+
 async def list_items(
     s: AsyncSession, p: Principal, job_id: uuid.UUID, args: PageArgs, *, status: str | None = None
 ) -> Page[JobItem]:
+    """A forward page of the job's items by payload index. Batches hold disjoint, increasing
+    index ranges, so (batch, index) order is index order and a page reads only the batches it
+    needs; with `status`, only the batches holding that status."""
     ws = p.require(READ)
-    query = select(JobItem).where(JobItem.workspace_id == ws, JobItem.job_id == job_id)
-    if status is not None:
-        query = query.where(JobItem.status == status)
-    return await paginate(s, query, [SortKey(JobItem.idx, lambda i: i.idx)], args)
+    where, values = (_OF_STATUS, {"ws": ws, "job": job_id, "status": status}) if status else ("", {"ws": ws, "job": job_id})
+    page_where, page_values = where, {**values, "limit": args.size + 1}
+    if args.after is not None:
+        after = decode_cursor(args.after, 1)[0]
+        if not isinstance(after, int):
+            raise BadInput("Invalid cursor")
+        page_where, page_values["after"] = where + _AFTER, after
+    query = text(f"SELECT i.i, i.r, i.s, i.t, i.n, i.e {_ITEMS}{page_where} ORDER BY b.first_idx, i.i LIMIT :limit")
+    rows = (await s.execute(query, page_values)).all() if args.size else []
+
+    async def count() -> int:
+        return int(await s.scalar(text(f"SELECT count(*) {_ITEMS}{where}"), values) or 0)
+
+    return page_of([JobItem(*row) for row in rows], _ITEM_ORDER, args, count)
+
+
+async def failed_indexes(s: AsyncSession, ws: uuid.UUID, job_id: uuid.UUID) -> list[int]:
+    rows = await s.scalars(text(f"SELECT i.i {_ITEMS}{_OF_STATUS} ORDER BY b.first_idx, i.i"),
+                           {"ws": ws, "job": job_id, "status": "FAILED"})
+    return list(rows)
 
 
 def new_job(p: Principal, ws: uuid.UUID, kind: str, **fields: Any) -> Job:
@@ -115,10 +145,7 @@ async def retry_job(s: AsyncSession, p: Principal, job_id: uuid.UUID | None) -> 
         raise Invalid(Problem(f"Only finished jobs can be retried; this one is {job.status}", "CONFLICT", ("id",)))
     params = dict(job.params)
     if job.kind in ("IMPORT", "SYNC_SOURCE"):
-        failed = list(await s.scalars(
-            select(JobItem.idx).where(JobItem.workspace_id == ws, JobItem.job_id == job.id, JobItem.status == "FAILED")
-            .order_by(JobItem.idx)
-        ))
+        failed = await failed_indexes(s, ws, job.id)
         indexes, rest_from = remaining_selection(params.get("indexes") or [], params.get("rest_from", 0), job.checkpoint)
         if job.status == "COMPLETED":
             indexes, rest_from = [], None
@@ -208,10 +235,6 @@ async def beat(s: AsyncSession, job: Job) -> bool:
         .values(heartbeat_at=func.now())
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def is_cancel_requested(s: AsyncSession, job: Job) -> bool:
-    return bool(await s.scalar(select(Job.cancel_requested).where(Job.id == job.id)))
 
 
 async def save_progress(s: AsyncSession, job: Job, **values: Any) -> Job | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, false, func, inspect, or_, select
+from sqlalchemy import ColumnElement, Integer, Select, and_, false, func, inspect, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.services.errors import BadInput
@@ -147,7 +147,14 @@ def window(stmt: Select[Any], keys: Sequence[SortKey], args: PageArgs) -> Select
         query = query.where(after_condition(keys, decode_cursor(args.after, len(keys))))
     if args.before is not None:
         query = query.where(after_condition(keys, decode_cursor(args.before, len(keys)), reverse=True))
-    return query.order_by(*order_terms(keys, reverse=args.backward)).limit(size + 1)
+    return query.order_by(*order_terms(keys, reverse=args.backward)).limit(written(size + 1))
+
+
+def written(n: int) -> ColumnElement[int]:
+    """A page size as a literal of the statement, not a bound parameter: PostgreSQL estimates a
+    bound LIMIT as a tenth of the rows, so a prepared statement's generic plan looks dear and the
+    statement is planned afresh on every run (psycopg prepares what runs five times)."""
+    return literal_column(str(int(n)), Integer)
 
 
 def page_of(
@@ -155,18 +162,26 @@ def page_of(
 ) -> Page[Any]:
     """The page of the rows `window` fetched, in page order; `cursors=False` leaves them out, for
     a caller that shows none."""
-    size, backward = args.size, args.backward
-    more = len(rows) > size
-    rows = rows[:size]
-    if backward:
+    has_next_page, has_previous_page = page_flags(len(rows), args)
+    rows = rows[:args.size]
+    if args.backward:
         rows.reverse()
     return Page(
         items=rows,
         cursors=[encode_cursor([k.value(row) for k in keys]) for row in rows] if cursors else [],
-        has_next_page=more if not backward else args.before is not None,
-        has_previous_page=more if backward else args.after is not None,
+        has_next_page=has_next_page,
+        has_previous_page=has_previous_page,
         count=count,
     )
+
+
+def page_flags(fetched: int, args: PageArgs) -> tuple[bool, bool]:
+    """(hasNextPage, hasPreviousPage) of a page for which `window` fetched `fetched` rows (one
+    more than the page holds when there is more in its direction)."""
+    more = fetched > args.size
+    if args.backward:
+        return args.before is not None, more
+    return more, args.after is not None
 
 
 async def paginate(session: AsyncSession, stmt: Select[Any], keys: Sequence[SortKey], args: PageArgs) -> Page[Any]:
@@ -218,7 +233,7 @@ class ChildPages:
             ).subquery("ranked")
             rows = await s.execute(
                 select(entity, ranked.c.parent_key).join(ranked, key == ranked.c.child_key)
-                .where(ranked.c.child_rank <= size + 1).order_by(ranked.c.parent_key, ranked.c.child_rank)
+                .where(ranked.c.child_rank <= written(size + 1)).order_by(ranked.c.parent_key, ranked.c.child_rank)
             )
             grouped: dict[Any, list[Any]] = {}
             for row, parent in rows:

@@ -33,7 +33,7 @@ from app.services import contacts, filters, ids
 from app.services.access import Principal
 from app.services.errors import BadInput, Invalid, Problem, not_found
 from app.services.intelligence import edge_weight
-from app.services.pagination import Page, PageArgs, SortKey, encode_cursor, paginate
+from app.services.pagination import Page, PageArgs, SortKey, encode_cursor, paginate, written
 
 READ, WRITE = contacts.READ, contacts.WRITE
 DERIVED = frozenset({"shared_thread", "shared_calendar_event"})
@@ -97,7 +97,7 @@ async def first_pages(
     ).subquery("ranked")
     row_entity = aliased(entity, ranked)
     result = await s.execute(
-        select(row_entity, ranked.c._owner).where(ranked.c._rn <= size + 1).order_by(ranked.c._owner, ranked.c._rn)
+        select(row_entity, ranked.c._owner).where(ranked.c._rn <= written(size + 1)).order_by(ranked.c._owner, ranked.c._rn)
     )
     grouped: dict[Any, list[Any]] = defaultdict(list)
     for row, parent in result:

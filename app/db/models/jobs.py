@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ForeignKey
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.models.base import Base, created_timestamp, primary_key, updated_timestamp
@@ -64,17 +66,29 @@ class JobPayloadChunk(Base):
     data: Mapped[bytes]
 
 
-class JobItem(Base):
-    __tablename__ = "job_items"
+class JobItemBatch(Base):
+    """The outcomes of one batch of a job's items, one row per batch, not per item (see
+    migrations/versions/0006_import_throughput.py)."""
+
+    __tablename__ = "job_item_batches"
 
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
-    idx: Mapped[int] = mapped_column(primary_key=True)
+    first_idx: Mapped[int] = mapped_column(primary_key=True)
     workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    remote_id: Mapped[str | None]
-    "SUCCESS, FAILED or SKIPPED."
-    status: Mapped[str]
-    "CREATED, UPDATED, SKIPPED, DELETED or FAILED."
-    outcome: Mapped[str]
-    node_type: Mapped[str | None]
-    node_id: Mapped[uuid.UUID | None]
-    error: Mapped[str | None]
+    last_idx: Mapped[int]
+    "The statuses present in the batch: a read by status skips the batches without it."
+    statuses: Mapped[list[str]]
+    "[{i: index, r: remoteId, s: status, o: outcome, t: node type, n: node id, e: error}], nulls left out."
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+
+
+@dataclass(frozen=True)
+class JobItem:
+    """One item's outcome, as read from its batch."""
+
+    idx: int
+    remote_id: str | None
+    status: str
+    node_type: str | None
+    node_id: uuid.UUID | None
+    error: str | None
