@@ -9,6 +9,10 @@ revoked key, a removed member or a changed role is refused from the next request
 API process. A remembered principal also lapses with its credential (a token's expiry, a key's
 expiresAt) and after REMEMBER_SECONDS, which bounds how long a change made outside the API (SQL
 by hand) goes unseen.
+
+Credentials that fail are counted per client address, against the same budget a minute as
+requests: past it the address is refused (429) before any look-up for the rest of the minute,
+whatever it sends, so guessing costs the database nothing and tells nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from app.config import Settings
 from app.db.engine import Database
 from app.services import auth
 from app.services.access import Principal
+from app.services.errors import Forbidden, RateLimited, Unauthenticated
 
 REMEMBER_SECONDS = 60.0
 REMEMBERED_MAX = 10_000
@@ -68,9 +73,13 @@ class Admission:
             if epoch == seen.epoch:
                 self._seen.move_to_end(credential)
                 return seen.principal, retry_after
-            return await self._look_up(credential, epoch), retry_after  # counted already: same key or user
-        epoch = int(await self.redis.get(self._epoch_key) or 0)  # read before the look-up, never after
-        principal = await self._look_up(credential, epoch)
+            return await self._look_up(credential, epoch, client), retry_after  # counted already: same key or user
+        now = time.time()
+        failures_key = ratelimit.counter(self._namespace, f"failed:{client}", now)
+        epoch, failures = await self.redis.mget(self._epoch_key, failures_key)  # the epoch before the look-up, never after
+        if int(failures or 0) >= self.settings.rate_limit_per_minute:
+            raise RateLimited("Too many failed authentications from this address", ratelimit.wait(now))
+        principal = await self._look_up(credential, int(epoch or 0), client)
         retry_after, _ = await self._hit(_identity(principal, client))
         return principal, retry_after
 
@@ -78,9 +87,13 @@ class Admission:
         authorization, api_key, workspace = credential
         return await auth.identify(self.db, self.settings, authorization=authorization, api_key=api_key, workspace=workspace)
 
-    async def _look_up(self, credential: Credential, epoch: int) -> Principal:
+    async def _look_up(self, credential: Credential, epoch: int, client: str) -> Principal:
         self._seen.pop(credential, None)
-        principal, expires_at = await self._identify(credential)
+        try:
+            principal, expires_at = await self._identify(credential)
+        except (Unauthenticated, Forbidden):
+            await ratelimit.hit(self.redis, self._namespace, f"failed:{client}", self.settings.rate_limit_per_minute)
+            raise
         lasts = REMEMBER_SECONDS
         if expires_at is not None:
             lasts = min(lasts, (expires_at - datetime.now(UTC)).total_seconds())

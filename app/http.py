@@ -41,7 +41,7 @@ from app.jobs.broker import setup_broker
 from app.pubsub import close_hub
 from app.security import Vault
 from app.services import auth
-from app.services.errors import ServiceError
+from app.services.errors import RateLimited, ServiceError
 from app.websocket import GuardedTransportWSHandler, credentials
 from schema import schema
 from schema.context import Context, Services
@@ -186,7 +186,8 @@ class Gate:
         try:
             principal, retry_after = await admission.admit(credential, request.client.host if request.client else "unknown")
         except ServiceError as exc:
-            return error_response(STATUS_OF.get(exc.code, 400), exc.message, exc.code, media)
+            headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+            return error_response(STATUS_OF.get(exc.code, 400), exc.message, exc.code, media, headers)
         scope["state"]["principal"] = principal
         if retry_after is not None:
             return error_response(

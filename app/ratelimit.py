@@ -32,11 +32,19 @@ async def hit_and_get(
 ) -> tuple[int | None, bytes | None]:
     """`hit`, and the value of `key` read in the same round trip."""
     now = time.time()
-    window = int(now // WINDOW)
-    keys = [f"{namespace}:rl:{identity}:{window}", *([key] if key else [])]
+    keys = [counter(namespace, identity, now), *([key] if key else [])]
     try:
         count, value = await redis.evalsha(_COUNT_SHA, len(keys), *keys, WINDOW + 5)
     except NoScriptError:  # a Redis that has not seen it yet (or was restarted) learns it
         count, value = await redis.eval(_COUNT, len(keys), *keys, WINDOW + 5)
-    retry_after = max(1, int((window + 1) * WINDOW - now + 0.999)) if count > limit else None
-    return retry_after, value
+    return (wait(now) if count > limit else None), value
+
+
+def counter(namespace: str, identity: str, now: float) -> str:
+    """The key counting `identity`'s requests in the window of `now` (to read it without counting)."""
+    return f"{namespace}:rl:{identity}:{int(now // WINDOW)}"
+
+
+def wait(now: float) -> int:
+    """Seconds from `now` until the next window."""
+    return max(1, int((int(now // WINDOW) + 1) * WINDOW - now + 0.999))

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from app.http import create_app
-from tests.conftest import Account, Api
+from tests.conftest import Account, Api, SqlCounter
 
 GQL = "application/graphql-response+json"
 
@@ -100,3 +100,20 @@ async def test_node_count_covers_ids_lists_and_limits_by_default(settings: Any, 
         # relationshipGraph's default limit (200) counts although the field is not a list
         graph = "{ relationshipGraph { nodes { id } } sources(first: 100) { totalCount } }"
         assert "300 nodes" in too_complex(await api.post(graph, **alice.auth, headers={"accept": GQL}))
+
+
+async def test_failed_credentials_are_limited_per_address_before_any_look_up(settings: Any, alice: Account) -> None:
+    """Past the budget of failed authentications, an address is refused before any look-up,
+    valid credentials included: guessing costs the database nothing and tells nothing."""
+    async with api_with(settings, rate_limit_per_minute=3) as api:
+        for _ in range(3):
+            assert (await api.post("{ viewer { scopes } }", api_key="cgk_wrong")).status_code == 401
+        engine = api.http._transport.app.state.services.db.engine  # type: ignore[attr-defined]
+        with SqlCounter(engine) as counted:
+            refused = await api.post("{ viewer { scopes } }", api_key="cgk_wrong", headers={"accept": GQL})
+            valid = await api.post("{ viewer { scopes } }", **alice.auth, headers={"accept": GQL})
+        for response in (refused, valid):
+            assert response.status_code == 429
+            assert response.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+            assert 1 <= int(response.headers["retry-after"]) <= 60
+        assert counted.count == 0, counted.statements
