@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -17,8 +18,12 @@ GQL = "application/graphql-response+json"
 
 @asynccontextmanager
 async def api_with(settings: Any, **changes: Any) -> AsyncIterator[Api]:
+    """The app with `changes`, reached from an address of its own: what other tests' requests
+    counted against theirs (failed authentications included) leaves its budgets alone."""
     app = create_app(replace(settings, **changes))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+    address = f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+    transport = httpx.ASGITransport(app=app, client=(address, 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         yield Api(client)
     await app.state.services.db.dispose()
     await app.state.services.redis.aclose()
