@@ -66,3 +66,59 @@ async def test_a_url_document_on_the_servers_own_network_fails_with_the_reason(
             break
         await asyncio.sleep(0.1)
     assert doc["status"] == "FAILED" and "not a public address" in doc["error"] and doc["content"] is None
+
+
+@pytest.fixture(scope="module")
+def file_server() -> Iterator[str]:
+    """A local HTTP server: /big (declares its length), /chunked (no length), /drip (a byte every
+    0.2 s for 5 s), /ok (3 MB and a bit, declared)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Files(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            if self.path in ("/big", "/ok"):
+                body = b"x" * (3 * 1024 * 1024 + 5 if self.path == "/ok" else 5000)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for _ in range(25 if self.path == "/drip" else 10):
+                piece = b"y" if self.path == "/drip" else b"z" * 1000
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.flush()
+                if self.path == "/drip":
+                    time.sleep(0.2)
+            self.wfile.write(b"0\r\n\r\n")
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_a_synced_file_is_capped_in_bytes_and_time(file_server: str, tmp_path: Any) -> None:
+    """syncSource's fetch (imports.open_sync_file): whole 1 MiB chunks, and a clear failure for a
+    file over the byte cap (declared or not) or a download past its deadline."""
+    from app.services.imports import CHUNK_BYTES, PayloadError, open_sync_file
+
+    chunks = list(open_sync_file(f"{file_server}/ok", tmp_path, allow_private=True))
+    assert [len(c) for c in chunks] == [CHUNK_BYTES] * 3 + [5]  # re-chunked: a CSV header is read from the first
+    for path, limit in (("/big", 4000), ("/chunked", 9000)):
+        with pytest.raises(PayloadError, match="larger than"):
+            list(open_sync_file(f"{file_server}{path}", tmp_path, allow_private=True, max_bytes=limit))
+    with pytest.raises(PayloadError, match="took longer than 1 s"):
+        list(open_sync_file(f"{file_server}/drip", tmp_path, allow_private=True, deadline_seconds=1))
+    (tmp_path / "local.csv").write_bytes(b"a,b\n" * 1000)
+    with pytest.raises(PayloadError, match="larger than"):
+        list(open_sync_file("local.csv", tmp_path, max_bytes=100))
+    assert b"".join(open_sync_file("local.csv", tmp_path)) == b"a,b\n" * 1000

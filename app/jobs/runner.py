@@ -130,7 +130,9 @@ async def _import(rt: Runtime, job: Job) -> None:
                 await imports.mark_sync(s, job, started=True, message="syncing")
                 if not await imports.has_payload(s, job):
                     root = Path(rt.settings.home) / "files" / str(job.workspace_id)  # a tenant reads only its own
-                    job.total = await imports.store_payload(s, job, _in_thread(imports.open_sync_file(job.params["file"], root, rt.settings.fetch_private_networks)))
+                    fetched = imports.open_sync_file(job.params["file"], root, rt.settings.fetch_private_networks,
+                                                      max_bytes=rt.settings.max_upload_bytes)  # as an upload's
+                    job.total = await imports.store_payload(s, job, _in_thread(fetched))
             await imports.spool_payload(s, job, spool)
             if job.total is None:
                 job.total = sum(1 for _ in imports.entries(job, spool))

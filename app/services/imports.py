@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from app.services.errors import Invalid, Problem, not_found
 log = logging.getLogger("ctxgraph.imports")
 
 CHUNK_BYTES = 1024 * 1024
+SYNC_FETCH_SECONDS = 600.0
 ImportFn = Callable[..., Awaitable[list[ItemOutcome]]]
 
 
@@ -263,23 +265,47 @@ async def run_recompute(s: AsyncSession, p: Principal) -> dict[str, Any]:
     return dict(await activity.recompute_relationships(s, p))
 
 
-def open_sync_file(location: str, root: Path, allow_private: bool = False) -> Iterator[bytes]:
-    """The bytes of a sync source's file, in chunks: an http(s) URL (public addresses only,
-    unless `allow_private`), or a path under `root`."""
+def open_sync_file(
+    location: str, root: Path, allow_private: bool = False, max_bytes: int = 100 * 1024 * 1024,
+    deadline_seconds: float = SYNC_FETCH_SECONDS,
+) -> Iterator[bytes]:
+    """The bytes of a sync source's file, in chunks of CHUNK_BYTES: an http(s) URL (public
+    addresses only, unless `allow_private`), or a path under `root`. A file over `max_bytes`, or a
+    download slower than `deadline_seconds` in all (a server can drip bytes within every read
+    timeout), fails the sync with the reason."""
+    too_large = PayloadError(f"The file is larger than {max_bytes} bytes", ("config", "file"))
     if location.startswith(("http://", "https://")):
         hooks = {"request": [outbound.sync_guard(allow_private)]}
+        deadline = time.monotonic() + deadline_seconds
         try:
             with httpx.Client(follow_redirects=True, timeout=60, event_hooks=hooks) as client, \
                     client.stream("GET", location) as response:
                 if response.status_code >= 400:
                     raise PayloadError(f"HTTP {response.status_code} from {location}", ("config", "file"))
-                yield from response.iter_bytes(CHUNK_BYTES)
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > max_bytes:
+                    raise too_large
+                buffered, seen = bytearray(), 0
+                for read in response.iter_bytes():  # as it arrives, so the deadline is checked per read
+                    seen += len(read)
+                    if seen > max_bytes:
+                        raise too_large
+                    if time.monotonic() > deadline:
+                        raise PayloadError(f"Fetching {location} took longer than {deadline_seconds:g} s", ("config", "file"))
+                    buffered += read
+                    while len(buffered) >= CHUNK_BYTES:
+                        yield bytes(buffered[:CHUNK_BYTES])
+                        del buffered[:CHUNK_BYTES]
+                if buffered:
+                    yield bytes(buffered)
         except httpx.HTTPError as exc:
             raise PayloadError(f"Could not fetch {location}: {exc}", ("config", "file")) from None
         return
     path = (root / location).resolve()
     if not path.is_relative_to(root.resolve()):
         raise PayloadError("The file must be inside the workspace's own files folder", ("config", "file"))
+    if path.is_file() and path.stat().st_size > max_bytes:
+        raise too_large
     with path.open("rb") as handle:
         while chunk := handle.read(CHUNK_BYTES):
             yield chunk
