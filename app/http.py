@@ -248,7 +248,7 @@ class GraphQLView(GraphQL):
         if not isinstance(body, dict):
             return None
         principal = request.scope["state"]["principal"]
-        data = await cached_answer(self.services.db, principal, body.get("query"), body.get("operationName"), body.get("variables"))
+        data = await cached_answer(self.services, principal, body.get("query"), body.get("operationName"), body.get("variables"))
         if data is None:
             return None
         media = negotiate(request.headers.get("accept")) or JSON

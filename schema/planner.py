@@ -40,6 +40,7 @@ from app.services import contacts
 from app.services.access import Principal
 from app.services.contact_plans import PAGE_INFO, EdgesPlan, NotPlannable, Out, Prepared, Shape
 from app.services.errors import ServiceError
+from schema.context import Services
 from schema.pagination import page_args
 
 PLANS_CACHED = 512
@@ -54,7 +55,7 @@ class _Answer:
     root: tuple[tuple[str, bool], ...]
 
 
-_plans: OrderedDict[tuple[str, str | None, bytes], _Answer | None] = OrderedDict()
+_plans: OrderedDict[tuple[Any, ...], _Answer | None] = OrderedDict()
 
 
 class Planner(SchemaExtension):
@@ -80,7 +81,7 @@ class Planner(SchemaExtension):
             context.principal.require(contacts.READ)
         except ServiceError:
             return None  # the resolvers say why; a plan is neither built nor shared for such a caller
-        key = _key(ec.query, ec._provided_operation_name, ec.variables)  # as the request named it (express lane)
+        key = _key(context.services.settings, ec.query, ec._provided_operation_name, ec.variables)  # as the request named it
         if key is not None and key in _plans:
             _plans.move_to_end(key)
             answer = _plans[key]
@@ -96,18 +97,20 @@ class Planner(SchemaExtension):
         return await _run(context.services.db, context.principal, answer)
 
 
-async def cached_answer(db: Database, principal: Principal, query: Any, operation_name: Any, variables: Any) -> dict[str, Any] | None:
+async def cached_answer(
+    services: Services, principal: Principal, query: Any, operation_name: Any, variables: Any
+) -> dict[str, Any] | None:
     """The data of a request whose plan is cached, else None (the request must go the long way).
 
     A cached plan exists only for a document that was parsed, validated and measured against the
     limits with these very variables (the planner runs after all of that), so a request that
     repeats it needs none of it again: what is left is the caller's scope and the statement."""
-    key = _key(query, operation_name, variables)
+    key = _key(services.settings, query, operation_name, variables)
     answer = _plans.get(key) if key is not None else None
     if answer is None:
         return None
     _plans.move_to_end(key)
-    return await _run(db, principal, answer)
+    return await _run(services.db, principal, answer)
 
 
 async def _run(db: Database, principal: Principal, answer: _Answer | None) -> dict[str, Any] | None:
@@ -123,15 +126,18 @@ async def _run(db: Database, principal: Principal, answer: _Answer | None) -> di
     return {key: found if is_contacts else "Query" for key, is_contacts in answer.root}
 
 
-def _key(query: Any, operation_name: Any, variables: Any) -> tuple[str, str | None, bytes] | None:
-    """The document, operation and variables; None when they are not what a plan is kept for
-    (a parsed document, uploads in the variables)."""
+def _key(settings: Any, query: Any, operation_name: Any, variables: Any) -> tuple[Any, ...] | None:
+    """The document, operation and variables, and the settings validation depends on (apps of
+    other limits in one process keep apart); None when they are not what a plan is kept for (a
+    parsed document, uploads in the variables)."""
     if not isinstance(query, str) or not (operation_name is None or isinstance(operation_name, str)):
         return None
     try:
-        return query, operation_name, orjson.dumps(variables, option=orjson.OPT_SORT_KEYS)
+        variables_json = orjson.dumps(variables, option=orjson.OPT_SORT_KEYS)
     except TypeError:
         return None
+    limits = (settings.introspection, settings.max_depth, settings.max_aliases, settings.max_tokens, settings.max_nodes)
+    return query, operation_name, variables_json, limits
 
 
 class _Plan:

@@ -235,3 +235,20 @@ async def test_a_repeated_query_skips_strawberry_and_answers_the_same(
     assert len((await api.data(query, {"n": 2}, **auth))["repeated"]["edges"]) == 2
     other = await api.data(query, {"n": 4}, **world["other"].auth)
     assert [e["node"]["email"] for e in other["repeated"]["edges"]] == ["s@x.com"]
+
+
+async def test_a_plan_cached_by_one_app_is_not_served_past_anothers_limits(
+    api: Api, app: Any, world: dict[str, Any]
+) -> None:
+    """Plans are kept per process; an app of stricter limits in the same process still refuses."""
+    auth = world["who"].auth
+    await api.data(Q2, **auth)
+    await api.data(Q2, **auth)  # cached, and answered by the express lane
+    strict = create_app(dataclasses.replace(app.state.services.settings, max_depth=5))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=strict), base_url="http://test") as client:
+            body = await Api(client)(Q2, **auth)
+        assert body["errors"][0]["extensions"]["code"] == "QUERY_TOO_COMPLEX"
+    finally:
+        await strict.state.services.redis.aclose()
+        await strict.state.services.db.dispose()
