@@ -6,6 +6,7 @@ import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -199,6 +200,40 @@ async def test_csv_upload_through_multipart(api: Api, alice: Account, worker: No
 
 START_IMPORT_FILE = """mutation($input: StartImportInput!) { startImport(input: $input) {
   job { id status } userErrors { field message code } } }"""
+
+
+async def _upload(api: Api, alice: Account, adapter: str, target: str, body: bytes) -> Any:
+    operations = {"query": START_IMPORT_FILE, "variables": {"input": {"target": target, "adapter": adapter, "file": None}}}
+    response = await api.http.post(
+        "/graphql",
+        data={"operations": json.dumps(operations), "map": json.dumps({"0": ["variables.input.file"]})},
+        files={"0": ("payload.json", body, "application/json")},
+        headers={"authorization": f"Bearer {alice.token}", "x-workspace-id": alice.workspace_id,
+                 "graphql-require-preflight": "1"},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["data"]["startImport"]
+
+
+async def test_a_json_upload_is_read_item_by_item(api: Api, alice: Account, worker: None) -> None:
+    """A JSON file is streamed (never parsed whole, whatever its size): its items count at once,
+    the records key may come after others, and a payload broken anywhere, its last byte
+    included, is refused synchronously with the reason."""
+    records = [{"id": f"j{i}", "fullName": f"Json {i}", "email": f"j{i}@example.com", "customFields": {"x": 1.5}}
+               for i in range(3000)]
+    body = json.dumps({"meta": {"exported": "today", "nested": {"records": [{"id": "not me"}]}}, "records": records}).encode()
+    started = await _upload(api, alice, "GENERIC_JSON", "CONTACTS", body)
+    assert started["userErrors"] == [], started
+    done = await wait_for(api, alice, started["job"]["id"])
+    assert done["progress"] == {"total": 3000, "processed": 3000, "successful": 3000, "failed": 0, "skipped": 0}
+    jobs_before = await _job_ids(api, alice)
+    for broken, reason in ((body[:-1], "not valid JSON"), (body.replace(b'"x": 1.5', b'"x": 1.5.5', 1), "not valid JSON"),
+                           (b'{"records": {"a": 1}}', "expects an object {records: [...]}"),
+                           (b'{"meta": [1, 2]}', "expects an object {records: [...]}"), (b"  \n ", "empty")):
+        refused = await _upload(api, alice, "GENERIC_JSON", "CONTACTS", broken)
+        assert refused["job"] is None
+        assert refused["userErrors"][0]["field"] == ["input", "file"] and reason in refused["userErrors"][0]["message"]
+    assert await _job_ids(api, alice) == jobs_before
 
 
 async def test_content_hub_documents(api: Api, alice: Account, worker: None) -> None:

@@ -17,9 +17,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from html import unescape
 from html.parser import HTMLParser
-from typing import Any
+from typing import IO, Any
 
-import orjson
+import ijson
 
 ADAPTERS = ("GENERIC_JSON", "CONTENT_HUB", "CSV")
 CSV_TYPES = ("string", "int", "float", "bool", "json", "list")
@@ -45,17 +45,46 @@ Entry = dict[str, Any] | BadItem
 
 # ---------------------------------------------------------------- JSON adapters
 
-def json_items(adapter: str, data: Any) -> list[Any]:
-    """The raw item list of a JSON payload, after checking its overall shape."""
-    if adapter == "GENERIC_JSON":
-        if not isinstance(data, dict) or not isinstance(data.get("records"), list):
-            raise PayloadError("GENERIC_JSON expects an object {records: [...]}")
-        return data["records"]
+_ITEMS = {"GENERIC_JSON": "records.item", "CONTENT_HUB": "item.item"}
+_SHAPES = {
+    "GENERIC_JSON": "GENERIC_JSON expects an object {records: [...]}",
+    "CONTENT_HUB": "CONTENT_HUB expects [[{content, metadata}, ...], {timeTaken}]",
+}
+
+
+def json_items(adapter: str, stream: IO[bytes]) -> Iterator[Any]:
+    """The raw items of a JSON payload, read from `stream` (at its start) one at a time, so a
+    payload of any size is never held whole (ijson on yajl: as fast as parsing it whole with
+    orjson). The overall shape is checked before the first item; invalid JSON raises
+    PayloadError when it is met, so whoever must know the payload is sound reads to the end."""
+    prefix = _ITEMS.get(adapter)
+    if prefix is None:
+        raise PayloadError(f"{adapter} is not a JSON adapter", ("input", "adapter"))
+    start = stream.tell()
+    try:
+        _check_shape(adapter, ijson.parse(stream))
+        stream.seek(start)
+        yield from ijson.items(stream, prefix, use_float=True)
+    except ijson.JSONError as exc:
+        raise PayloadError(f"The payload is not valid JSON: {str(exc).splitlines()[0]}") from None
+
+
+def _check_shape(adapter: str, events: Iterator[tuple[str, str, Any]]) -> None:
+    """Reads just far enough to see the item list where the adapter expects it."""
+    wrong = PayloadError(_SHAPES[adapter])
+    first = next(events, None)
     if adapter == "CONTENT_HUB":
-        if not isinstance(data, list) or not data or not isinstance(data[0], list):
-            raise PayloadError("CONTENT_HUB expects [[{content, metadata}, ...], {timeTaken}]")
-        return data[0]
-    raise PayloadError(f"{adapter} is not a JSON adapter", ("input", "adapter"))
+        if first is None or first[1] != "start_array" or next(events, ("", ""))[1] != "start_array":
+            raise wrong
+        return
+    if first is None or first[1] != "start_map":
+        raise wrong
+    for prefix, event, value in events:
+        if prefix == "" and event == "map_key" and value == "records":
+            if next(events, ("", ""))[1] == "start_array":
+                return
+            raise wrong
+    raise wrong
 
 
 def json_entry(adapter: str, raw: Any) -> Entry:
@@ -64,19 +93,6 @@ def json_entry(adapter: str, raw: Any) -> Entry:
     if adapter == "CONTENT_HUB":
         return content_hub_document(raw)
     return raw
-
-
-def parse_json(payload: bytes) -> Any:
-    """orjson for speed; the standard library for what it refuses (NaN, integers beyond 64
-    bits), and for the error message."""
-    try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        return json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PayloadError(f"The payload is not valid JSON: {exc}", ("input", "file")) from exc
 
 
 def content_hub_document(raw: dict[str, Any]) -> Entry:

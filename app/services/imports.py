@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -35,7 +36,6 @@ from app.jobs.adapters import (
     csv_rows,
     json_entry,
     json_items,
-    parse_json,
     parse_mapping,
 )
 from app.services import activity, contacts, documents, ids, jobs, object_types, records
@@ -200,17 +200,17 @@ async def store_payload(s: AsyncSession, job: Job, chunks: AsyncIterator[bytes])
         if first:
             raise PayloadError("The CSV is empty", ("input", "file"))
         return None
-    parts = [chunk async for chunk in chunks]
-    payload = b"".join(parts)
-    if not payload.strip():
-        raise PayloadError("The payload is empty", ("input", "data"))
-    count = len(json_items(job.adapter or "", parse_json(payload)))
-    for start in range(0, len(payload), CHUNK_BYTES):
-        await s.execute(insert(JobPayloadChunk).values(
-            job_id=job.id, workspace_id=job.workspace_id, seq=seq, data=payload[start:start + CHUNK_BYTES]
-        ))
-        seq += 1
-    return count
+    with tempfile.SpooledTemporaryFile(max_size=CHUNK_BYTES * 8) as spool:  # a large payload goes to disk
+        blank = True
+        async for chunk in chunks:
+            blank = blank and not chunk.strip()
+            spool.write(chunk)
+            await s.execute(insert(JobPayloadChunk).values(job_id=job.id, workspace_id=job.workspace_id, seq=seq, data=chunk))
+            seq += 1
+        if blank:
+            raise PayloadError("The payload is empty", ("input", "data"))
+        spool.seek(0)
+        return sum(1 for _ in json_items(job.adapter or "", spool))  # reads it all: a payload that fails is refused
 
 
 # ---------------------------------------------------------------- sync and recompute jobs
@@ -365,7 +365,7 @@ def entries(job: Job, spool: IO[bytes]) -> Iterator[tuple[int, Entry]]:
     if job.payload_format == "csv":
         parsed = csv_entries(csv_rows(iter(lambda: spool.read(CHUNK_BYTES), b"")), job.params.get("fieldMapping"))
         return ((i, e) for i, e in enumerate(parsed) if wanted(i))
-    items = json_items(job.adapter or "", parse_json(spool.read()))
+    items = json_items(job.adapter or "", spool)
     return ((i, json_entry(job.adapter or "", raw)) for i, raw in enumerate(items) if wanted(i))
 
 
