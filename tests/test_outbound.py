@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -11,9 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from app import outbound
 from app.config import Settings
 from app.jobs.worker import start_in_process
-from app.outbound import ForbiddenDestination, async_guard, sync_guard
+from app.outbound import ForbiddenDestination
 from tests.conftest import Account, Api
 
 CREATE = """
@@ -27,21 +29,50 @@ GET = "query($id: ID!) { node(id: $id) { ... on Document { status error content 
     "http://169.254.169.254/latest/meta-data/", "http://[::1]/", "http://0.0.0.0/",
 ])
 async def test_private_destinations_are_refused(url: str) -> None:
-    request = httpx.Request("GET", url)
-    with pytest.raises(ForbiddenDestination):
-        await async_guard(False)(request)
-    with pytest.raises(ForbiddenDestination):
-        sync_guard(False)(request)
-    await async_guard(True)(request)  # the setting lets them through
+    with pytest.raises(ForbiddenDestination, match="is not a public address"):
+        async with outbound.async_client(False) as client:
+            await client.get(url)
+    with pytest.raises(ForbiddenDestination, match="is not a public address"), outbound.client(False) as sync_client:
+        sync_client.get(url)
 
 
 async def test_other_schemes_are_refused_even_when_private_is_allowed() -> None:
-    with pytest.raises(ForbiddenDestination, match="Only http and https"):
-        sync_guard(True)(httpx.Request("GET", "ftp://example.com/file"))
+    with pytest.raises(ForbiddenDestination, match="Only http and https"), outbound.client(True) as client:
+        client.get("ftp://example.com/file")
 
 
-async def test_public_literal_addresses_pass() -> None:
-    await async_guard(False)(httpx.Request("GET", "http://93.184.216.34/"))
+async def test_public_addresses_pass_the_check() -> None:
+    infos = socket.getaddrinfo("93.184.216.34", 80, type=socket.SOCK_STREAM)
+    assert outbound.checked_address("93.184.216.34", infos, False) == "93.184.216.34"
+    mixed = infos + socket.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM)
+    with pytest.raises(ForbiddenDestination):  # one private address among them is enough
+        outbound.checked_address("mixed.example", mixed, False)
+
+
+async def test_a_name_that_rebinds_cannot_reach_a_private_address(
+    live_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the name resolves to a public address for a first look and to the server's
+    own loopback afterwards. The connection is made to the address that was checked, at the time
+    it is opened, so the private one is never reached; with private networks allowed, the very
+    same name reaches the server."""
+    port = int(live_server.rsplit(":", 1)[1])
+    answers = iter(["93.184.216.34"] + ["127.0.0.1"] * 10)
+    real = socket.getaddrinfo
+
+    def rebinding(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "rebind.example":
+            return real(next(answers), *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    with outbound.client(False, timeout=2) as client:
+        with pytest.raises((httpx.ConnectError, httpx.ConnectTimeout)):  # to the public address checked, not here
+            client.get(f"http://rebind.example:{port}/healthz")
+        with pytest.raises(ForbiddenDestination, match="is not a public address"):
+            client.get(f"http://rebind.example:{port}/healthz")
+    with outbound.client(True, timeout=2) as client:
+        assert client.get(f"http://rebind.example:{port}/healthz").json() == {"status": "ok"}
 
 
 @pytest.fixture

@@ -15,9 +15,10 @@ import dramatiq
 import dramatiq.broker
 import httpx
 
+from app import outbound
 from app.db.engine import Database
 from app.jobs import runtime
-from app.outbound import ForbiddenDestination, async_guard
+from app.outbound import ForbiddenDestination
 from app.pubsub import publish_event
 from app.services import documents as service
 from app.services.extract import CONTENT_TYPES
@@ -46,10 +47,9 @@ async def download(url: str, limits: FetchLimits, allow_private: bool = False) -
     """(text, content type) of `url`, within `limits`."""
     deadline = time.monotonic() + limits.timeout_seconds
     try:
-        async with httpx.AsyncClient(
-            follow_redirects=True, max_redirects=limits.max_redirects, timeout=limits.timeout_seconds,
+        async with outbound.async_client(
+            allow_private, follow_redirects=True, max_redirects=limits.max_redirects, timeout=limits.timeout_seconds,
             headers={"user-agent": "ctxgraph-document-fetcher"},
-            event_hooks={"request": [async_guard(allow_private)]},
         ) as client, client.stream("GET", url) as response:
             if response.status_code >= 400:
                 raise FetchError(f"HTTP {response.status_code} from {url}")

@@ -275,10 +275,9 @@ def open_sync_file(
     timeout), fails the sync with the reason."""
     too_large = PayloadError(f"The file is larger than {max_bytes} bytes", ("config", "file"))
     if location.startswith(("http://", "https://")):
-        hooks = {"request": [outbound.sync_guard(allow_private)]}
         deadline = time.monotonic() + deadline_seconds
         try:
-            with httpx.Client(follow_redirects=True, timeout=60, event_hooks=hooks) as client, \
+            with outbound.client(allow_private, follow_redirects=True, timeout=60) as client, \
                     client.stream("GET", location) as response:
                 if response.status_code >= 400:
                     raise PayloadError(f"HTTP {response.status_code} from {location}", ("config", "file"))
