@@ -143,6 +143,10 @@ async def test_app_role_cannot_bypass_rls(settings: Any) -> None:
         assert not super_ and not bypass
         owners = {r[0] for r in conn.execute("select tableowner from pg_tables where schemaname = 'public'")}
         assert settings.app_role not in owners
+        for table in ("refresh_tokens", "alembic_version"):  # never a request's to read or write
+            with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+                conn.execute(f"set local role {settings.app_role}")
+                conn.execute(f"select count(*) from {table}")
 
 
 async def test_a_planned_read_runs_scoped_and_leaves_nothing_behind(app: Any, alice: Account, alices_things: dict[str, str]) -> None:
