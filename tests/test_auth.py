@@ -206,6 +206,41 @@ async def test_credential_changes_apply_at_once_on_every_api_process(
         await other_app.state.services.redis.aclose()
         await other_app.state.services.db.dispose()
 
+
+async def test_role_changes_and_removals_apply_at_once_on_every_api_process(
+    api: Api, alice: Account, settings: Any
+) -> None:
+    """A member's remembered principal on another API process follows a role change and a
+    removal made through this one from the very next request (the credentials epoch)."""
+    import httpx
+
+    from app.http import create_app
+
+    newcomer = f"epoch-{uuid.uuid4().hex[:8]}@example.com"
+    invited = (await api.data(INVITE, {"email": newcomer, "role": "VIEWER"}, **alice.auth))["inviteMember"]
+    await api.data(SIGN_UP, {"input": {"email": newcomer, "password": "newcomer password", "workspaceName": "Own",
+                                       "invitationToken": invited["invitationToken"]}})
+    token = (await api.data(LOGIN, {"email": newcomer, "password": "newcomer password"}))["login"]["accessToken"]
+    as_newcomer = {"token": token, "workspace": alice.workspace_id}
+    change = "mutation($id: ID!) { updateMemberRole(id: $id, role: MEMBER) { userErrors { code } } }"
+    remove = "mutation($id: ID!) { removeMember(id: $id) { userErrors { code } } }"
+    other_app = create_app(settings)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=other_app), base_url="http://test") as client:
+            other = Api(client)
+            for _ in range(2):  # remembered as a VIEWER
+                assert codes(await other(CREATE_SOURCE, {"name": "epoch_v"}, **as_newcomer)) == ["FORBIDDEN"]
+            assert (await api.data(change, {"id": invited["member"]["id"]}, **alice.auth))["updateMemberRole"]["userErrors"] == []
+            created = (await other.data(CREATE_SOURCE, {"name": "epoch_m"}, **as_newcomer))["createSource"]
+            assert created["userErrors"] == [] and created["source"]["name"] == "epoch_m"
+            assert (await api.data(remove, {"id": invited["member"]["id"]}, **alice.auth))["removeMember"]["userErrors"] == []
+            gone = await other.post("{ sources { totalCount } }", **as_newcomer)
+            assert gone.status_code == 403 and gone.json()["errors"][0]["message"] == "Unknown workspace"
+    finally:
+        await other_app.state.services.redis.aclose()
+        await other_app.state.services.db.dispose()
+
+
 async def test_members_invite_roles_and_last_owner(api: Api, alice: Account) -> None:
     # Inviting a brand-new address creates a password-less user who claims it by signing up.
     newcomer = f"new-{uuid.uuid4().hex[:8]}@example.com"
