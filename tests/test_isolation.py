@@ -147,6 +147,12 @@ async def test_app_role_cannot_bypass_rls(settings: Any) -> None:
             with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
                 conn.execute(f"set local role {settings.app_role}")
                 conn.execute(f"select count(*) from {table}")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():  # nor password hashes
+            conn.execute(f"set local role {settings.app_role}")
+            conn.execute("select password_hash from users")
+        with conn.transaction():  # the rest of a user, yes: members are shown with theirs
+            conn.execute(f"set local role {settings.app_role}")
+            assert conn.execute("select id, email, name, has_password, created_at from users limit 1").fetchall()
 
 
 async def test_a_planned_read_runs_scoped_and_leaves_nothing_behind(app: Any, alice: Account, alices_things: dict[str, str]) -> None:

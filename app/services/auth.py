@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import jwt
 from sqlalchemy import func, null, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import undefer
 
 from app import security
 from app.config import Settings
@@ -86,7 +87,7 @@ async def sign_up(
         raise Invalid(*found)
     password_hash = await asyncio.to_thread(security.hash_password, password)  # ~0.2 s: no lock held
     async with db.system() as s, s.begin():
-        user = await s.scalar(select(User).where(User.email == email).with_for_update())
+        user = await s.scalar(select(User).options(undefer(User.password_hash)).where(User.email == email).with_for_update())
         invitation = None
         if user is not None and user.password_hash is None and invitation_token:
             invitation = await s.scalar(select(Member).where(
@@ -110,7 +111,7 @@ async def sign_up(
 async def login(db: Database, settings: Settings, *, email: str, password: str) -> Session:
     """Argon2 takes ~0.2 s of CPU by design: it runs in a thread, with no connection held."""
     async with db.system() as s:
-        user = await s.scalar(select(User).where(User.email == normalise_email(email)))
+        user = await s.scalar(select(User).options(undefer(User.password_hash)).where(User.email == normalise_email(email)))
     if not await asyncio.to_thread(security.verify_password, user.password_hash if user else None, password) or user is None:
         raise Invalid(Problem("Invalid email or password", "INVALID", ("input",)))
     async with db.system() as s, s.begin():

@@ -6,7 +6,7 @@ import re
 import secrets
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import security
@@ -125,14 +125,15 @@ async def invite_member(s: AsyncSession, p: Principal, *, email: str, role: str)
         raise Invalid(*found)
     _check_role_change(p, "MEMBER", role)
     user = await s.scalar(select(User).where(User.email == email))
-    if user is None:
-        user = User(id=uuid.uuid4(), email=email)
-        s.add(user)
-        await s.flush()
+    if user is None:  # the columns the app role may write: no password hash
+        user_id, claimable = uuid.uuid4(), True
+        await s.execute(insert(User).values(id=user_id, email=email))
     elif await s.scalar(select(Member.id).where(Member.workspace_id == ws, Member.user_id == user.id)):
         raise Invalid(Problem("This user is already a member", "DUPLICATE", ("input", "email")))
-    token = security.new_refresh_token() if user.password_hash is None else None
-    member = Member(workspace_id=ws, user_id=user.id, role=role, status="INVITED",
+    else:
+        user_id, claimable = user.id, not user.has_password
+    token = security.new_refresh_token() if claimable else None
+    member = Member(workspace_id=ws, user_id=user_id, role=role, status="INVITED",
                     invitation_token_hash=security.sha256(token) if token else None)
     s.add(member)
     await s.flush()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey
+from sqlalchemy import Computed, ForeignKey
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.models.base import Base, created_timestamp, primary_key
@@ -17,8 +17,10 @@ class User(Base):
     id: Mapped[uuid.UUID] = primary_key()
     email: Mapped[str] = mapped_column(unique=True)
     name: Mapped[str | None]
-    "Unset for a user who was invited and has not signed up yet."
-    password_hash: Mapped[str | None]
+    """Unset for a user who was invited and has not signed up yet. Loaded only when asked for
+    (`undefer`), by the owner's sessions: the app role may not read it (migration 0008)."""
+    password_hash: Mapped[str | None] = mapped_column(deferred=True, deferred_raiseload=True)
+    has_password: Mapped[bool] = mapped_column(Computed("password_hash IS NOT NULL"))
     created_at: Mapped[datetime] = created_timestamp()
 
 
