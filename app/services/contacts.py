@@ -9,14 +9,12 @@ live contacts (primary and secondary addresses alike); (source, remoteId) is uni
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import orjson
 from sqlalchemy import Select, and_, case, cast, extract, func, literal, literal_column, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
@@ -27,7 +25,7 @@ from sqlalchemy.types import Text
 from app.db.models import Contact, ContactIntelligence, Member, Source
 from app.services import filters, ids
 from app.services.access import Principal
-from app.services.batch import ItemOutcome
+from app.services.batch import ItemOutcome, json_text
 from app.services.errors import BadInput, Invalid, Problem, not_found
 from app.services.pagination import Page, PageArgs, SortKey, paginate
 from app.services.validation import check_email, check_text, normalise_email
@@ -344,15 +342,6 @@ _BY_REMOTE = [
 ]
 
 
-def _json(value: Any) -> str:
-    """A statement's JSON parameter: orjson (UUIDs and datetimes included); the standard library
-    for what orjson refuses (integers beyond 64 bits in customFields)."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return json.dumps(value, default=str)
-
-
 "An existing contact a draft writes over: its id, deleted_at and WRITABLE columns."
 Current = dict[str, Any]
 
@@ -379,7 +368,7 @@ async def _address_owners(s: AsyncSession, ws: uuid.UUID, addresses: set[str]) -
         return {}
     primary: dict[str, uuid.UUID] = {}
     secondary: dict[str, uuid.UUID] = {}
-    for is_primary, address, contact_id in await s.execute(_ADDRESS_OWNERS, {"ws": ws, "addresses": _json(sorted(addresses))}):
+    for is_primary, address, contact_id in await s.execute(_ADDRESS_OWNERS, {"ws": ws, "addresses": json_text(sorted(addresses))}):
         (primary if is_primary else secondary).setdefault(address, contact_id)
     return {**secondary, **primary}
 
@@ -429,7 +418,7 @@ async def _current_rows(s: AsyncSession, ws: uuid.UUID, drafts: list[Draft], mod
         by_source.setdefault(d.values.get("source_id"), set()).add(d.remote_id)  # type: ignore[arg-type]
     existing: dict[tuple[Any, str | None], Current] = {}
     for source, remotes in by_source.items():
-        rows = await s.execute(_BY_REMOTE[source is None], {"ws": ws, "source": source, "remotes": _json(sorted(remotes))})
+        rows = await s.execute(_BY_REMOTE[source is None], {"ws": ws, "source": source, "remotes": json_text(sorted(remotes))})
         existing.update({(r["source_id"], r["remote_id"]): r for r in rows.mappings()})
     seen: set[tuple[Any, str | None]] = set()
     for d in keyed:
@@ -553,7 +542,7 @@ async def _write(s: AsyncSession, ws: uuid.UUID, now: datetime, writes: list[Wri
     for statement, new in ((_INSERT, True), (_UPDATE, False)):
         rows = [values for _, values, is_new in writes if is_new is new]
         if rows:
-            await s.execute(statement, {"ws": ws, "now": now, "rows": _json(rows)})
+            await s.execute(statement, {"ws": ws, "now": now, "rows": json_text(rows)})
 
 
 def _one(results: list[Result]) -> Contact:

@@ -8,7 +8,6 @@ mutation of that domain ends in.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import tempfile
 import time
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 import httpx
-import orjson
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
@@ -40,7 +38,7 @@ from app.jobs.adapters import (
 )
 from app.services import activity, contacts, documents, ids, jobs, object_types, records
 from app.services.access import Principal
-from app.services.batch import ItemOutcome
+from app.services.batch import ItemOutcome, json_text
 from app.services.errors import Invalid, Problem, not_found
 
 log = logging.getLogger("ctxgraph.imports")
@@ -173,16 +171,9 @@ async def _chunks_of(data: Any, file: Readable | None) -> AsyncIterator[bytes]:
         while chunk := await file.read(CHUNK_BYTES):
             yield chunk
         return
-    raw = data.encode() if isinstance(data, str) else _encode(data)
+    raw = (data if isinstance(data, str) else json_text(data)).encode()
     for start in range(0, len(raw), CHUNK_BYTES):
         yield raw[start:start + CHUNK_BYTES]
-
-
-def _encode(data: Any) -> bytes:
-    try:
-        return orjson.dumps(data)
-    except TypeError:  # integers beyond 64 bits
-        return json.dumps(data).encode()
 
 
 async def store_payload(s: AsyncSession, job: Job, chunks: AsyncIterator[bytes]) -> int | None:
@@ -547,7 +538,7 @@ async def save_items(s: AsyncSession, job: Job, outcomes: list[ItemOutcome]) -> 
         items.append(item)
     await s.execute(_INSERT_ITEMS, {
         "job": job.id, "ws": job.workspace_id, "first": outcomes[0].index, "last": outcomes[-1].index,
-        "statuses": sorted({item["s"] for item in items}), "items": orjson.dumps(items).decode(),
+        "statuses": sorted({item["s"] for item in items}), "items": json_text(items),
     })
 
 
