@@ -164,7 +164,7 @@ class Gate:
     async def _check(self, request: Request, scope: Scope) -> Response | None:
         headers = request.headers
         accept = headers.get("accept")
-        media = negotiate(accept)
+        media = scope["state"]["media"] = negotiate(accept)  # the view answers in it too
         wants_ide = request.method == "GET" and "text/html" in (accept or "")
         if media is None and not wants_ide:
             return error_response(406, "Accept application/graphql-response+json or application/json", "BAD_USER_INPUT", JSON)
@@ -251,7 +251,7 @@ class GraphQLView(GraphQL):
         data = await cached_answer(self.services, principal, body.get("query"), body.get("operationName"), body.get("variables"))
         if data is None:
             return None
-        media = negotiate(request.headers.get("accept")) or JSON
+        media = request.scope["state"]["media"] or JSON
         return Response(orjson.dumps({"data": data}), headers={"content-type": f"{media}; charset=utf-8"})
 
     async def execute_single(self, request: Any, request_adapter: Any, *args: Any, **kwargs: Any) -> ExecutionResult:
@@ -274,7 +274,7 @@ class GraphQLView(GraphQL):
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
         sub_response = await super().get_sub_response(request)
-        sub_response.media_type = negotiate(request.headers.get("accept")) or JSON
+        sub_response.media_type = request.scope.get("state", {}).get("media") or JSON  # as the gate negotiated it
         request.scope.setdefault("state", {})["sub_response"] = sub_response
         return sub_response
 
