@@ -312,7 +312,9 @@ class GraphQLView(GraphQL):
         if not params["authorization"] and not params["api_key"]:
             raise ConnectionRejectionError({"message": "connection_init must carry authorization or apiKey"})
         try:
-            context.principal = await auth.authenticate(self.services.db, self.services.settings, **params)
+            context.principal, context.credential_expires_at = await auth.identify(
+                self.services.db, self.services.settings, **params
+            )
         except ServiceError as exc:
             raise ConnectionRejectionError({"message": exc.message, "code": exc.code}) from exc
         return UNSET

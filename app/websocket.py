@@ -122,15 +122,7 @@ class GuardedTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         return None if principal == self.context.principal else "Credentials changed; reconnect"
 
     async def _expiry(self) -> str:
-        services = self.view.services  # type: ignore[attr-defined]
-        try:
-            expires_at = await auth.credential_expiry(
-                services.db, services.settings, self.context.principal,
-                credentials(self.context.connection_params)["authorization"],
-            )
-        except Exception:  # noqa: BLE001 - the periodic re-authentication will notice the expiry
-            log.warning("could not read a socket's credential expiry", exc_info=True)
-            expires_at = None
+        expires_at = self.context.credential_expires_at  # read when the socket authenticated
         if expires_at is None:
             await asyncio.Future()  # never
         await asyncio.sleep(max(0.0, (expires_at - datetime.now(UTC)).total_seconds()))

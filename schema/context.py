@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
@@ -40,6 +41,8 @@ class Context:
     principal: Principal = ANONYMOUS
     request_id: str = ""
     connection_params: dict[str, Any] | None = None
+    "When a socket's credential stops working by itself (None: never, or not a socket)."
+    credential_expires_at: datetime | None = None
     _session: AsyncSession | None = field(default=None, repr=False)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     _loaders: Any = field(default=None, repr=False)

@@ -12,7 +12,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import jwt
 from sqlalchemy import func, null, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import undefer
@@ -187,25 +186,6 @@ async def identify(
         user_id, expires_at = found
         return await _authenticate_user(db, user_id, workspace_id), expires_at
     return Principal(), None
-
-
-async def credential_expiry(
-    db: Database, settings: Settings, p: Principal, authorization: str | None
-) -> datetime | None:
-    """When the credential `p` was authenticated with stops working by itself: an access token's
-    `exp`, an API key's `expiresAt`; None if never. (A revocation is noticed by authenticating again.)"""
-    if p.api_key_id is not None:
-        async with db.system() as s:
-            return await s.scalar(select(ApiKey.expires_at).where(ApiKey.id == p.api_key_id))
-    token = (authorization or "").partition(" ")[2].strip()
-    if not token:
-        return None
-    assert settings.jwt_secret
-    try:
-        claims = jwt.decode(token, settings.jwt_secret, algorithms=[security.JWT_ALGORITHM])
-    except jwt.PyJWTError:
-        return _now()
-    return datetime.fromtimestamp(claims["exp"], UTC)
 
 
 # Every request runs one of these, as plain SQL on a connection in autocommit (Database.lookup).
