@@ -60,13 +60,7 @@ def issue_access_token(secret: str, user_id: uuid.UUID, ttl_seconds: int) -> tup
     return jwt.encode(claims, secret, algorithm=JWT_ALGORITHM), expires
 
 
-def read_access_token(secret: str, token: str) -> uuid.UUID | None:
-    """The user id of a valid, unexpired access token; None for anything else."""
-    found = read_access_token_until(secret, token)
-    return found[0] if found else None
-
-
-def read_access_token_until(secret: str, token: str) -> tuple[uuid.UUID, datetime] | None:
+def read_access_token(secret: str, token: str) -> tuple[uuid.UUID, datetime] | None:
     """The user id of a valid, unexpired access token and when it expires; None for anything else."""
     try:
         claims = jwt.decode(token, secret, algorithms=[JWT_ALGORITHM], options={"require": ["exp", "sub"]})

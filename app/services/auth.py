@@ -180,7 +180,7 @@ async def identify(
         if token.startswith(security.API_KEY_PREFIX):
             return await _authenticate_key(db, token, workspace_id)
         assert settings.jwt_secret
-        found = security.read_access_token_until(settings.jwt_secret, token.strip())
+        found = security.read_access_token(settings.jwt_secret, token.strip())
         if found is None:
             raise Unauthenticated("Invalid or expired access token")
         user_id, expires_at = found
