@@ -10,9 +10,17 @@ API process. A remembered principal also lapses with its credential (a token's e
 expiresAt) and after REMEMBER_SECONDS, which bounds how long a change made outside the API (SQL
 by hand) goes unseen.
 
-Credentials that fail are counted per client address, against the same budget a minute as
-requests: past it the address is refused (429) before any look-up for the rest of the minute,
-whatever it sends, so guessing costs the database nothing and tells nothing.
+Guessing costs the database nothing: a credential that fails the offline checks (an API key's
+checksum, a token's signature and expiry) is refused without a look-up and counts against no
+one. One that passes them and still fails is counted (`ratelimit.FailureBudget`) against
+itself (an API key's visible prefix, a token's user) and, when anyone could have made it (an
+API key), against the client address; past a budget it is refused (429) before any look-up for
+the rest of the minute. Other people's failures from an address never refuse a credential that
+authenticated lately (everyone behind one NAT), nor a remembered one.
+
+The remembered credentials are shared by every request of the process: nothing is removed from
+them while a look-up is awaited, and each request bumps what it read before it awaits anything,
+so concurrent requests across a lapse never find an entry gone from under them.
 """
 
 from __future__ import annotations
@@ -27,9 +35,10 @@ from redis.asyncio import Redis
 from app import ratelimit
 from app.config import Settings
 from app.db.engine import Database
+from app.ratelimit import FailureBudget
 from app.services import auth
 from app.services.access import Principal
-from app.services.errors import Forbidden, RateLimited, Unauthenticated
+from app.services.errors import Forbidden, Unauthenticated
 
 REMEMBER_SECONDS = 60.0
 REMEMBERED_MAX = 10_000
@@ -54,50 +63,73 @@ async def credentials_changed(redis: Redis, settings: Settings) -> None:
 
 
 class Admission:
-    def __init__(self, db: Database, redis: Redis, settings: Settings) -> None:
+    def __init__(self, db: Database, redis: Redis, settings: Settings, remember_seconds: float = REMEMBER_SECONDS) -> None:
         self.db, self.redis, self.settings = db, redis, settings
+        self.remember_seconds = remember_seconds
+        self.failures = FailureBudget.of(redis, settings)
         self._namespace, self._epoch_key = settings.redis_namespace, _epoch_key(settings)
         self._seen: OrderedDict[Credential, _Seen] = OrderedDict()
 
     async def admit(self, credential: Credential, client: str) -> tuple[Principal, int | None]:
         """The principal of `credential` and, when it is over its rate, the seconds to wait
         (None when within). Bad credentials raise the auth service's errors."""
-        authorization, api_key, _ = credential
+        authorization, api_key, workspace = credential
         if not authorization and not api_key:  # anonymous: nothing to look up (the workspace header is still checked)
-            principal, _ = await self._identify(credential)
+            principal, _ = await auth.look_up(self.db, None, workspace)
             retry_after, _ = await self._hit(f"ip:{client}")
             return principal, retry_after
         seen = self._seen.get(credential)
         if seen is not None and seen.until > time.monotonic():
+            self._seen.move_to_end(credential)  # before awaiting: a concurrent request may replace or drop it meanwhile
             retry_after, epoch = await self._hit(_identity(seen.principal, client))
             if epoch == seen.epoch:
-                self._seen.move_to_end(credential)
                 return seen.principal, retry_after
             return await self._look_up(credential, epoch, client), retry_after  # counted already: same key or user
-        now = time.time()
-        failures_key = ratelimit.counter(self._namespace, f"failed:{client}", now)
-        epoch, failures = await self.redis.mget(self._epoch_key, failures_key)  # the epoch before the look-up, never after
-        if int(failures or 0) >= self.settings.rate_limit_per_minute:
-            raise RateLimited("Too many failed authentications from this address", ratelimit.wait(now))
-        principal = await self._look_up(credential, int(epoch or 0), client)
+        presented = self._present(credential)
+        standing = await self.failures.check(  # and the epoch before the look-up, never after
+            presented.identity, _address(presented, client), also=self._epoch_key
+        )
+        principal = await self._look_up(credential, int(standing.also or 0), client, presented)
+        await self.failures.succeeded(presented.identity, standing)
         retry_after, _ = await self._hit(_identity(principal, client))
         return principal, retry_after
 
-    async def _identify(self, credential: Credential) -> tuple[Principal, datetime | None]:
-        authorization, api_key, workspace = credential
-        return await auth.identify(self.db, self.settings, authorization=authorization, api_key=api_key, workspace=workspace)
-
-    async def _look_up(self, credential: Credential, epoch: int, client: str) -> Principal:
-        self._seen.pop(credential, None)
+    async def identify_socket(self, credential: Credential, client: str) -> tuple[Principal, datetime | None]:
+        """A WebSocket's principal and its credential's expiry, from connection_init: within the
+        same failure budgets as requests (a socket authenticates once, so nothing is remembered)."""
+        presented = self._present(credential)
+        address = _address(presented, client)
+        standing = await self.failures.check(presented.identity, address)
         try:
-            principal, expires_at = await self._identify(credential)
+            found = await auth.look_up(self.db, presented, credential[2])
         except (Unauthenticated, Forbidden):
-            await ratelimit.hit(self.redis, self._namespace, f"failed:{client}", self.settings.rate_limit_per_minute)
+            await self.failures.failed(presented.identity, address)
             raise
-        lasts = REMEMBER_SECONDS
+        await self.failures.succeeded(presented.identity, standing)
+        return found
+
+    def _present(self, credential: Credential) -> auth.Presented:
+        """The credential checked offline: what fails here is refused, looked up nowhere and counted against no one."""
+        authorization, api_key, _ = credential
+        presented = auth.present(self.settings, authorization=authorization, api_key=api_key)
+        assert presented is not None  # not anonymous
+        return presented
+
+    async def _look_up(
+        self, credential: Credential, epoch: int, client: str, presented: auth.Presented | None = None
+    ) -> Principal:
+        presented = presented or self._present(credential)
+        try:
+            principal, expires_at = await auth.look_up(self.db, presented, credential[2])
+        except (Unauthenticated, Forbidden):
+            self._seen.pop(credential, None)
+            await self.failures.failed(presented.identity, _address(presented, client))
+            raise
+        lasts = self.remember_seconds
         if expires_at is not None:
             lasts = min(lasts, (expires_at - datetime.now(UTC)).total_seconds())
         self._seen[credential] = _Seen(principal, epoch, time.monotonic() + lasts)
+        self._seen.move_to_end(credential)
         if len(self._seen) > REMEMBERED_MAX:
             self._seen.popitem(last=False)
         return principal
@@ -112,3 +144,9 @@ class Admission:
 
 def _identity(principal: Principal, client: str) -> str:
     return principal.rate_key or f"ip:{client}"
+
+
+def _address(presented: auth.Presented, client: str) -> str | None:
+    """Where a failure of `presented` counts too: the client's address, unless the credential is
+    one nobody but its holder can make (a signed token)."""
+    return client if presented.guessable else None

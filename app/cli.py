@@ -16,10 +16,12 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from types import FrameType
+from typing import Any
 
-from app.config import Settings
+from app.config import InsecureSecret, Settings
 
 log = logging.getLogger("ctxgraph.cli")
+H11_MAX_REQUEST_HEAD = 1024 * 1024 + 64 * 1024  # a megabyte of headers, and room for the request line
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,6 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             code: int = args.run(args)
     except KeyboardInterrupt:
         return 130
+    except InsecureSecret as exc:  # serve and worker refuse to start with a secret anyone may know
+        print(f"ctxgraph: refusing to start: {exc}", file=sys.stderr, flush=True)
+        return 2
     return code
 
 
@@ -139,18 +144,7 @@ def _serve(args: argparse.Namespace) -> int:
 
             worker = start_in_process(s, threads=args.worker_threads)
         try:
-            config = uvicorn.Config(
-                create_app(s),
-                host=s.host,
-                port=s.port,
-                log_level=s.log_level.lower(),
-                lifespan="on",
-                ws="auto",  # the sans-I/O websockets implementation (the legacy one is deprecated)
-                # Subscription messages are small JSON: compressing them costs each socket a zlib
-                # state and CPU per message (client and server) for little bandwidth saved.
-                ws_per_message_deflate=False,
-            )
-            server = uvicorn.Server(config)
+            server = uvicorn.Server(uvicorn.Config(create_app(s), **uvicorn_options(s)))
             ide = " (GraphiQL in a browser)" if s.graphiql else ""
             print(f"Context Graph: GraphQL at {_url(s.host, s.port)}/graphql{ide}", flush=True)
             with _signals_ignored():
@@ -160,6 +154,28 @@ def _serve(args: argparse.Namespace) -> int:
             if worker is not None:
                 worker.stop()
     return 0 if started else 3  # 3: uvicorn's code for a failed startup
+
+
+def uvicorn_options(s: Settings) -> dict[str, Any]:
+    """How `serve` runs uvicorn (tests serve the app with the same options)."""
+    return {
+        "host": s.host,
+        "port": s.port,
+        "log_level": s.log_level.lower(),
+        "lifespan": "on",
+        "ws": "auto",  # the sans-I/O websockets implementation (the legacy one is deprecated)
+        # Subscription messages are small JSON: compressing them costs each socket a zlib
+        # state and CPU per message (client and server) for little bandwidth saved.
+        "ws_per_message_deflate": False,
+        # X-Forwarded-For sets the client address that rate limits and failure budgets count by:
+        # believed only from the proxies named, never by default (uvicorn's own default trusts
+        # any local peer, so anything on the machine could claim any address).
+        "proxy_headers": bool(s.trusted_proxies),
+        "forwarded_allow_ips": list(s.trusted_proxies),
+        # Header limits are the gate's (app.http: 431 in JSON): h11, when uvicorn runs it instead
+        # of httptools, would otherwise refuse a head over 16 KB first, as plain-text 400.
+        "h11_max_incomplete_event_size": H11_MAX_REQUEST_HEAD,
+    }
 
 
 def _url(host: str, port: int) -> str:

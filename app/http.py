@@ -7,7 +7,9 @@ limit), then the Strawberry view, which speaks GraphQL over HTTP to the letter: 
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import hmac
 import json
 import logging
 import re
@@ -15,11 +17,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
+from cross_web import HTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -34,6 +40,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
+from app import outages
 from app.admission import Admission
 from app.config import Settings
 from app.db.engine import Database
@@ -46,6 +53,7 @@ from app.websocket import GuardedTransportWSHandler, credentials
 from schema import schema
 from schema.context import Context, Services
 from schema.planner import cached_answer
+from schema.scalars import UnacceptableJson, read_json
 
 log = logging.getLogger("ctxgraph.http")
 
@@ -57,6 +65,12 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 REQUESTS = Counter("ctxgraph_http_requests_total", "GraphQL HTTP requests", ["status"])
 LATENCY = Histogram("ctxgraph_http_request_seconds", "GraphQL HTTP request latency")
 REDIS_CONNECTIONS = 64
+# The POSTed body as the view read it (its value, or why it is refused), for Strawberry to reuse
+# (the same bytes object comes back to `decode_json`): the body is parsed once.
+_parsed_body: ContextVar[tuple[bytes, Any] | None] = ContextVar("ctxgraph_parsed_body", default=None)
+# A body larger than this is parsed in a worker thread: 10 MB of JSON takes ~0.6 s to parse,
+# time the event loop owes every other request.
+OFF_LOOP_BYTES = 64 * 1024
 STATUS_OF = {"UNAUTHENTICATED": 401, "FORBIDDEN": 403, "RATE_LIMITED": 429, "BAD_USER_INPUT": 400}
 
 
@@ -99,6 +113,12 @@ def error_response(status: int, message: str, code: str, media: str | None, head
     )
 
 
+def unavailable(media: str | None) -> Response:
+    """503 for a request that met an unreachable PostgreSQL or Redis: try again shortly."""
+    retry = {"Retry-After": str(outages.RETRY_AFTER_SECONDS)}
+    return error_response(503, outages.MESSAGE, outages.CODE, media, retry)
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -111,6 +131,9 @@ class Gate:
         self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and self._headers_too_large(scope):
+            await self._refuse_headers(scope, receive, send)
+            return
         if scope["type"] != "http" or scope["path"] != "/graphql":
             await self.app(scope, receive, send)
             return
@@ -121,11 +144,12 @@ class Gate:
             request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status_seen = 500
+        responded = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status_seen
+            nonlocal status_seen, responded
             if message["type"] == "http.response.start":
-                status_seen = message["status"]
+                status_seen, responded = message["status"], True
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
             await send(message)
 
@@ -138,9 +162,33 @@ class Gate:
         except BodyTooLarge:
             media = negotiate(request.headers.get("accept"))
             await error_response(413, "Request body too large", "BAD_USER_INPUT", media)(scope, receive, send_with_id)
+        except Exception as exc:  # PostgreSQL or Redis unreachable, wherever the request met it (admission, express lane)
+            if responded or not outages.is_outage(exc):
+                raise
+            log.warning("service unavailable [request %s]: %r", request_id, exc)
+            await unavailable(negotiate(request.headers.get("accept")))(scope, receive, send_with_id)
         finally:
             REQUESTS.labels(str(status_seen)).inc()
             LATENCY.observe(time.perf_counter() - started)
+
+    def _headers_too_large(self, scope: Scope) -> bool:
+        """Whether the header section is over the limits: httptools, which uvicorn runs, has none
+        (a 1 MB header or thousands of headers would reach the app), so the gate keeps them, for
+        every path and WebSocket handshakes too, near common servers' (Node: 16 KB in all)."""
+        headers = scope["headers"]
+        if len(headers) > self.settings.max_headers:
+            return True
+        return sum(len(name) + len(value) for name, value in headers) > self.settings.max_header_bytes
+
+    async def _refuse_headers(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limits = f"at most {self.settings.max_headers} headers of {self.settings.max_header_bytes} bytes in all"
+        response = error_response(431, f"Request header fields too large: {limits}", "BAD_USER_INPUT", JSON)
+        if scope["type"] == "http":
+            await response(scope, receive, send)
+        elif "websocket.http.response" in scope.get("extensions", {}):
+            await WebSocket(scope, receive, send).send_denial_response(response)
+        else:
+            await send({"type": "websocket.close", "code": 1008, "reason": "Request header fields too large"})
 
     def _body_limit(self, request: Request) -> int:
         multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
@@ -218,8 +266,9 @@ class GraphQLView(GraphQL):
             await super().__call__(scope, receive, send)
             return
         request = Request(scope, receive)
-        if self.services.settings.planner:
-            express = await self._express(request)
+        body = await self._json_body(request)
+        if body is not None and self.services.settings.planner:
+            express = await self._express(request, body)
             if express is not None:
                 await express(scope, receive, send)
                 return
@@ -234,19 +283,25 @@ class GraphQLView(GraphQL):
             response = error_response(status, getattr(exc, "reason", str(exc)), "BAD_USER_INPUT", media, headers)
         await response(scope, receive, send)
 
-    async def _express(self, request: Request) -> Response | None:
-        """The response to a POSTed JSON query whose plan is cached (schema.planner), made
-        without Strawberry: the document already passed parsing, validation and the limits with
-        these variables when its plan was made. None sends the request the long way (the body
-        read here stays on the request for Strawberry)."""
+    async def _json_body(self, request: Request) -> dict[str, Any] | None:
+        """A POSTed JSON body, parsed once (`decode_json` hands the same value to Strawberry), off
+        the event loop when large; None when there is none or it is not an acceptable object (the
+        long way then refuses it, saying why)."""
         if request.method != "POST" or not request.headers.get("content-type", "").startswith(JSON):
             return None
+        raw = await request.body()
         try:
-            body = orjson.loads(await request.body())
-        except orjson.JSONDecodeError:
+            body = await asyncio.to_thread(read_json, raw) if len(raw) > OFF_LOOP_BYTES else read_json(raw)
+        except UnacceptableJson as refusal:
+            _parsed_body.set((raw, refusal))
             return None
-        if not isinstance(body, dict):
-            return None
+        _parsed_body.set((raw, body))
+        return body if isinstance(body, dict) else None
+
+    async def _express(self, request: Request, body: dict[str, Any]) -> Response | None:
+        """The response to a POSTed JSON query whose plan is cached (schema.planner), made
+        without Strawberry: the document already passed parsing, validation and the limits with
+        these variables when its plan was made. None sends the request the long way."""
         principal = request.scope["state"]["principal"]
         data = await cached_answer(self.services, principal, body.get("query"), body.get("operationName"), body.get("variables"))
         if data is None:
@@ -254,13 +309,48 @@ class GraphQLView(GraphQL):
         media = request.scope["state"]["media"] or JSON
         return Response(orjson.dumps({"data": data}), headers={"content-type": f"{media}; charset=utf-8"})
 
+    def decode_json(self, data: str | bytes) -> object:
+        """Every JSON a client sends under one policy (`read_json`), and an object: a request body,
+        GET's variables and extensions, multipart's operations and map, a WebSocket message."""
+        parsed = _parsed_body.get()
+        if parsed is not None and parsed[0] is data:
+            _parsed_body.set(None)
+            value = parsed[1]
+            if isinstance(value, UnacceptableJson):
+                raise value
+        else:
+            value = read_json(data)
+        if not isinstance(value, dict):
+            kind = "null" if value is None else "an array (batching is not enabled)" if isinstance(value, list) else "a scalar"
+            raise UnacceptableJson(f"expected an object, got {kind}")
+        return value
+
+    def parse_json(self, data: str | bytes) -> Any:
+        """Strawberry's, with the 400 saying what is wrong (WebSockets close with 4400 instead)."""
+        try:
+            return self.decode_json(data)
+        except json.JSONDecodeError as exc:
+            raise HTTPException(400, f"The request is not acceptable JSON: {exc.msg}") from exc
+
+    async def parse_multipart(self, request: Any) -> dict[str, Any]:
+        try:
+            return await super().parse_multipart(request)
+        except (AttributeError, IndexError, TypeError, ValueError) as exc:  # a `map` Strawberry cannot follow
+            raise HTTPException(
+                400, 'The multipart `map` must give each file a list of paths into the operations, like ["variables.input.file"]'
+            ) from exc
+
+    async def parse_http_body(self, request_adapter: Any) -> Any:
+        request_data = await super().parse_http_body(request_adapter)
+        if not isinstance(request_data.operation_name, (str, type(None))):
+            raise HTTPException(400, "The GraphQL operation's `operationName` must be a string or null, if provided.")
+        return request_data
+
     async def execute_single(self, request: Any, request_adapter: Any, *args: Any, **kwargs: Any) -> ExecutionResult:
         try:
             return await super().execute_single(request, request_adapter, *args, **kwargs)
         except Exception as exc:
             if isinstance(exc.__cause__, InvalidOperationTypeError) and request_adapter.method == "GET":
-                from cross_web import HTTPException
-
                 raise HTTPException(405, "Only queries can be sent with GET; use POST") from exc
             raise
 
@@ -289,6 +379,10 @@ class GraphQLView(GraphQL):
             if sub_response.media_type == GRAPHQL_RESPONSE:
                 codes = {(e.extensions or {}).get("code") for e in errors}
                 sub_response.status_code = next((STATUS_OF[c] for c in codes if c in STATUS_OF), 400)
+        elif errors and _unavailable_throughout(result):
+            sub_response = request.scope["state"]["sub_response"]
+            sub_response.status_code = 503  # whatever the media type: the client should retry, not read it
+            sub_response.headers["Retry-After"] = str(outages.RETRY_AFTER_SECONDS)
         return body
 
     def create_response(self, response_data: Any, sub_response: Response) -> Response:
@@ -311,13 +405,34 @@ class GraphQLView(GraphQL):
         params = credentials(context.connection_params)
         if not params["authorization"] and not params["api_key"]:
             raise ConnectionRejectionError({"message": "connection_init must carry authorization or apiKey"})
+        socket = context.request
+        admission: Admission = socket.scope["app"].state.admission
+        credential = (params["authorization"], params["api_key"], params["workspace"])
         try:
-            context.principal, context.credential_expires_at = await auth.identify(
-                self.services.db, self.services.settings, **params
+            context.principal, context.credential_expires_at = await admission.identify_socket(
+                credential, socket.client.host if socket.client else "unknown"
             )
         except ServiceError as exc:
             raise ConnectionRejectionError({"message": exc.message, "code": exc.code}) from exc
         return UNSET
+
+
+def _unavailable_throughout(result: ExecutionResult) -> bool:
+    """Whether the result failed as a whole for an unreachable PostgreSQL or Redis: every error
+    says so and the data holds no value, only nulls (in objects that needed no database). A
+    partial result stays 200: what did resolve is worth having, and its neighbours' errors carry
+    the code."""
+    if any((e.extensions or {}).get("code") != outages.CODE for e in result.errors or []):
+        return False
+    return _holds_nothing(result.data)
+
+
+def _holds_nothing(data: Any) -> bool:
+    if isinstance(data, dict):
+        return all(_holds_nothing(value) for value in data.values())
+    if isinstance(data, list):
+        return all(_holds_nothing(value) for value in data)
+    return data is None
 
 
 async def healthz(_: Request) -> Response:
@@ -337,14 +452,27 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ok" if ready else "unavailable", **checks}, status_code=200 if ready else 503)
 
 
-async def metrics(_: Request) -> Response:
+async def metrics(request: Request) -> Response:
+    """Only for whoever presents `Authorization: Bearer <CTXGRAPH_METRICS_TOKEN>`: the figures tell
+    an outsider the traffic, the errors and the load. Without a token configured there is no
+    such endpoint (404, nothing to probe); a wrong or missing token is 401."""
+    token = request.app.state.services.settings.metrics_token
+    if token is None:
+        return PlainTextResponse("Not Found", status_code=404)
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+        return PlainTextResponse("Unauthorized", status_code=401, headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 def redis_client(url: str) -> Redis:
     """A client whose calls wait for a free connection instead of failing: a burst (1,000 sockets
-    connecting at once, each counted by the rate limiter) must queue, not error."""
-    return Redis(connection_pool=BlockingConnectionPool.from_url(url, max_connections=REDIS_CONNECTIONS, timeout=20))
+    connecting at once, each counted by the rate limiter) must queue, not error.
+
+    A call whose connection turns out dead (Redis restarted since it was pooled) runs once more
+    on a new one; while Redis is down the second attempt fails at once too (503 to the client)."""
+    pool = BlockingConnectionPool.from_url(url, max_connections=REDIS_CONNECTIONS, timeout=20, retry=Retry(NoBackoff(), 1))
+    return Redis(connection_pool=pool)
 
 
 def create_app(settings: Settings) -> Starlette:

@@ -7,6 +7,10 @@ client (`Hub`), decodes each message once and fans the same `Message` out to its
 each with a bounded buffer: a slow consumer loses its oldest buffered messages rather than
 growing the server's memory (a job's snapshot supersedes the ones before it, and the newest,
 terminal one included, is never the one dropped).
+
+When the connection drops, redis-py reconnects (the hub retries with a backoff) and subscribes
+again; what was published meanwhile is gone. Each subscriber then learns of the gap (`Gap`, once
+its buffer is drained), so that it can re-read the state from PostgreSQL or tell its client.
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger("ctxgraph.pubsub")
 T = TypeVar("T")
 
 BUFFER = 256
 "Messages buffered per subscriber; a job snapshot supersedes the ones before it, so dropping the oldest is safe."
+RETRY_FIRST, RETRY_MAX = 0.1, 2.0
+"Seconds between reconnection attempts of a hub, doubling from the first to the most."
 
 
 def workspace_channel(workspace_id: uuid.UUID) -> str:
@@ -82,23 +89,41 @@ class Message:
         return self._derived[name]  # type: ignore[no-any-return]
 
 
+class Gap(Exception):
+    """The channel's messages published while the pub/sub connection was down are lost; it is
+    live again."""
+
+
 class Subscriber:
     """One subscription's bounded buffer of messages."""
 
     def __init__(self, size: int = BUFFER) -> None:
         self._messages: collections.deque[Message] = collections.deque(maxlen=size)
         self._waiter: asyncio.Future[None] | None = None
+        self._gap = False
         self.dropped = 0
 
     def push(self, message: Message) -> None:
         if len(self._messages) == self._messages.maxlen:
             self.dropped += 1
         self._messages.append(message)
+        self._wake()
+
+    def lost(self) -> None:
+        """Messages may have been lost: `get` raises `Gap` once the buffer is drained."""
+        self._gap = True
+        self._wake()
+
+    def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
     async def get(self) -> Message:
+        """The next message; raises `Gap` (once) when messages were lost after those buffered."""
         while not self._messages:
+            if self._gap:
+                self._gap = False
+                raise Gap
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
@@ -116,32 +141,56 @@ class Hub:
         self._confirmed: dict[str, asyncio.Future[None]] = {}
         self._lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
+        self._up, self._down = asyncio.Event(), asyncio.Event()
+        self._up.set()
 
     @contextlib.asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscriber]:
-        """A subscriber of `channel`, live (Redis confirmed the subscription) when this yields."""
+        """A subscriber of `channel`, live (Redis confirmed the subscription) when this yields.
+        Raises redis-py's ConnectionError / TimeoutError while Redis is unreachable."""
         subscriber = Subscriber()
         async with self._lock:
             subscribers = self._channels.setdefault(channel, set())
             subscribers.add(subscriber)
             if len(subscribers) == 1:
                 self._confirmed[channel] = asyncio.get_running_loop().create_future()
-                await self._pubsub.subscribe(channel)
+                try:
+                    await self._pubsub.subscribe(channel)
+                except BaseException:
+                    await self._leave(channel, subscriber)
+                    raise
             if self._reader is None or self._reader.done():
                 self._reader = asyncio.create_task(self._read(), name="ctxgraph-pubsub")
             confirmed = self._confirmed[channel]
         try:
-            await asyncio.wait_for(asyncio.shield(confirmed), timeout=10)
+            try:
+                await asyncio.wait_for(asyncio.shield(confirmed), timeout=10)
+            except TimeoutError as exc:
+                raise RedisTimeoutError(f"Redis did not confirm the subscription to {channel}") from exc
             yield subscriber
         finally:
             async with self._lock:
-                subscribers = self._channels.get(channel, set())
-                subscribers.discard(subscriber)
-                if not subscribers and channel in self._channels:
-                    del self._channels[channel]
-                    self._confirmed.pop(channel, None)
-                    with contextlib.suppress(Exception):
-                        await self._pubsub.unsubscribe(channel)
+                await self._leave(channel, subscriber)
+
+    async def _leave(self, channel: str, subscriber: Subscriber) -> None:
+        """Forgets `subscriber`, and the channel with its last one (under the lock)."""
+        subscribers = self._channels.get(channel, set())
+        subscribers.discard(subscriber)
+        if not subscribers and channel in self._channels:
+            del self._channels[channel]
+            self._confirmed.pop(channel, None)
+            with contextlib.suppress(Exception):
+                await self._pubsub.unsubscribe(channel)
+
+    async def unreachable_for(self, seconds: float) -> None:
+        """Returns once this hub's connection has been down for `seconds` on end (it is only
+        watched while someone subscribes)."""
+        while True:
+            await self._down.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._up.wait(), seconds)
+                continue
+            return
 
     async def close(self) -> None:
         if self._reader is not None:
@@ -152,15 +201,25 @@ class Hub:
             await self._pubsub.aclose()
 
     async def _read(self) -> None:
+        retry = RETRY_FIRST
         while True:
             try:
                 message = await self._pubsub.get_message(timeout=1.0)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - connection lost: redis-py reconnects and resubscribes
-                log.warning("pub/sub connection failed, retrying", exc_info=True)
-                await asyncio.sleep(0.5)
+            except Exception:  # noqa: BLE001 - connection lost: the next call reconnects and resubscribes
+                if not self._down.is_set():
+                    log.warning("pub/sub connection lost; reconnecting", exc_info=True)
+                    self._up.clear()
+                    self._down.set()
+                await asyncio.sleep(retry)
+                retry = min(RETRY_MAX, retry * 2)
                 continue
+            if self._down.is_set():
+                log.warning("pub/sub connection back")
+                self._down.clear()
+                self._up.set()
+                retry = RETRY_FIRST
             if message is None:
                 continue
             channel = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
@@ -168,6 +227,9 @@ class Hub:
                 future = self._confirmed.get(channel)
                 if future is not None and not future.done():
                     future.set_result(None)
+                elif future is not None:  # subscribed again after a reconnection: what came meanwhile is lost
+                    for subscriber in self._channels.get(channel, ()):
+                        subscriber.lost()
             elif message["type"] == "message":
                 subscribers = self._channels.get(channel)
                 if subscribers:

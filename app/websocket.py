@@ -19,27 +19,49 @@ from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
+from graphql import GraphQLError
 from starlette.websockets import WebSocketDisconnect
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler, Operation
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage, SubscribeMessage
 
-from app import ratelimit
-from app.pubsub import api_key_channel, hub
+from app import outages, ratelimit
+from app.pubsub import Gap, api_key_channel, hub
 from app.services import auth
 from app.services.errors import ServiceError
 from schema.context import Context
+from schema.extensions import parse_document, request_error_code
 from schema.fanout import streaming_to
 
 log = logging.getLogger("ctxgraph.websocket")
+INVALID_MESSAGE = 4400
 FORBIDDEN = 4403
 TOO_MANY = 4429
+UNAVAILABLE = "Service unavailable; try again later"
 
 
 def credentials(params: Any) -> dict[str, Any]:
     """The `authenticate` arguments a connection_init payload carries."""
     params = params if isinstance(params, dict) else {}
-    return {"authorization": params.get("authorization"), "api_key": params.get("apiKey"),
-            "workspace": params.get("workspaceId")}
+
+    def text(name: str) -> str | None:  # anything but a string is no credential
+        value = params.get(name)
+        return value if isinstance(value, str) else None
+
+    return {"authorization": text("authorization"), "api_key": text("apiKey"), "workspace": text("workspaceId")}
+
+
+def _subscribe_problem(message: Any) -> str | None:
+    """Why a subscribe message is not one graphql-transport-ws defines, or None."""
+    payload = message.get("payload")
+    if not isinstance(message.get("id"), str) or not message["id"]:
+        return "A subscribe message needs a string id"
+    if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
+        return "A subscribe message's payload needs a string query"
+    if not isinstance(payload.get("variables") or {}, dict):
+        return "A subscribe message's variables must be an object"
+    if not isinstance(payload.get("operationName") or "", str):
+        return "A subscribe message's operationName must be a string"
+    return None
 
 
 class GuardedTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
@@ -54,17 +76,37 @@ class GuardedTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         return await ratelimit.hit(services.redis, services.settings.redis_namespace, key, services.settings.rate_limit_per_minute)
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
-        if await self._over_limit(None) is not None:
-            await self.websocket.close(code=TOO_MANY, reason="Too many requests")
+        try:
+            if await self._over_limit(None) is not None:
+                await self.websocket.close(code=TOO_MANY, reason="Too many requests")
+                return
+            await super().handle_connection_init(message)
+        except Exception as exc:
+            if not outages.is_outage(exc):
+                raise
+            log.warning("socket refused, service unavailable: %r", exc)
+            await self.websocket.close(code=outages.TRY_AGAIN_LATER, reason=UNAVAILABLE)
             return
-        await super().handle_connection_init(message)
         if self.connection_acknowledged and self._guard is None:
             self._guard = asyncio.create_task(self._guard_socket(), name="ctxgraph-ws-guard")
             self._guard.add_done_callback(self._task_done)
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        problem = _subscribe_problem(message)
+        if problem is not None:  # graphql-transport-ws: a message that is not the protocol's closes the socket
+            await self.websocket.close(code=INVALID_MESSAGE, reason=problem)
+            return
         if self.connection_acknowledged:
-            retry_after = await self._over_limit(self.context.principal.rate_key)
+            try:
+                retry_after = await self._over_limit(self.context.principal.rate_key)
+            except Exception as exc:
+                if not outages.is_outage(exc):
+                    raise
+                await self.send_message({"id": message["id"], "type": "error", "payload": [{
+                    "message": outages.MESSAGE,
+                    "extensions": {"code": outages.CODE, "retryAfter": outages.RETRY_AFTER_SECONDS},
+                }]})
+                return
             if retry_after is not None:
                 limit = self.context.services.settings.rate_limit_per_minute
                 await self.send_message({"id": message["id"], "type": "error", "payload": [{
@@ -75,6 +117,13 @@ class GuardedTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         await super().handle_subscribe(message)
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
+        try:  # cached: Strawberry's parse hook finds it done
+            await parse_document(operation.query, self.context.services.settings)
+        except GraphQLError as refusal:  # over HTTP a response of errors; over a socket, its `error` message
+            refusal.extensions = {**(refusal.extensions or {}), "code": request_error_code(refusal)}
+            self.operations.pop(operation.id, None)
+            await self.send_message({"id": operation.id, "type": "error", "payload": [refusal.formatted]})
+            return
         streaming_to(operation, self._send_text)  # shared events skip the per-result path
         await super().run_operation(operation)
 
@@ -93,13 +142,16 @@ class GuardedTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         await super().shutdown()
 
     async def _guard_socket(self) -> None:
-        watchers: list[Coroutine[Any, Any, str]] = [
-            self._expiry(), self._recheck(), self._revocation(), self._keep_alive(),
+        watchers: list[tuple[Coroutine[Any, Any, str], int]] = [
+            (self._expiry(), FORBIDDEN), (self._recheck(), FORBIDDEN), (self._revocation(), FORBIDDEN),
+            (self._keep_alive(), FORBIDDEN), (self._redis_outage(), outages.TRY_AGAIN_LATER),
         ]
-        tasks = [asyncio.create_task(w) for w in watchers]
+        codes = {asyncio.create_task(w): code for w, code in watchers}
+        tasks = list(codes)
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            reason = done.pop().result()
+            finished = done.pop()
+            reason, code = finished.result(), codes[finished]
         except Exception:  # noqa: BLE001 - the socket went away under a ping: nothing left to guard
             log.debug("socket guard stopped", exc_info=True)
             return
@@ -109,7 +161,7 @@ class GuardedTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await asyncio.gather(*tasks, return_exceptions=True)
         for operation_id in list(self.operations):
             await self.cleanup_operation(operation_id)
-        await self.websocket.close(code=FORBIDDEN, reason=reason)
+        await self.websocket.close(code=code, reason=reason)
 
     async def _still_valid(self) -> str | None:
         """None while the connection's credential authenticates as the same principal."""
@@ -150,7 +202,16 @@ class GuardedTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 reason = await self._still_valid()
                 if reason is not None:
                     return reason
-                await changes.get()
+                with contextlib.suppress(Gap):  # Redis came back: an announcement may have been lost
+                    await changes.get()
+
+    async def _redis_outage(self) -> str:
+        """Past `ws_redis_outage_seconds` without Redis, the socket's subscriptions have missed
+        events for long: closing with 1013 makes clients reconnect and subscribe afresh (a
+        subscription's first message is the current state) once the server can serve them."""
+        services = self.view.services  # type: ignore[attr-defined]
+        await hub(services.redis).unreachable_for(services.settings.ws_redis_outage_seconds)
+        return UNAVAILABLE
 
     async def _keep_alive(self) -> str:
         interval = self.view.services.settings.ws_keepalive_seconds  # type: ignore[attr-defined]

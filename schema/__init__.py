@@ -7,7 +7,6 @@ import asyncio
 from typing import Any
 
 import strawberry
-from strawberry.extensions import ParserCache
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
@@ -24,7 +23,7 @@ from schema.node import Node, resolve_node
 from schema.planner import Planner
 from schema.records import ObjectType, Record, RecordMutations, RecordQueries
 from schema.relationships import Relationship, RelationshipMutations, RelationshipQueries
-from schema.scalars import SCALAR_MAP
+from schema.scalars import SCALAR_MAP, TextInputs
 from schema.search import SearchQueries
 from schema.sources import Source, SourceMutations, SourceQueries
 from schema.subscriptions import Subscriptions
@@ -43,7 +42,13 @@ class NodeQueries:
     async def nodes(self, info: Info, ids: list[strawberry.ID]) -> list[Node | None]:
         if len(ids) > MAX_IDS_PER_NODES:
             raise BadInput(f"At most {MAX_IDS_PER_NODES} ids at a time")
-        return list(await asyncio.gather(*(resolve_node(info, i) for i in ids)))
+        # Every look-up ends before the first error is raised: one left running past the
+        # operation's end would hold its session's connection, in a transaction, for good.
+        found = await asyncio.gather(*(resolve_node(info, i) for i in ids), return_exceptions=True)
+        for outcome in found:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return list(found)
 
 
 QUERIES: list[type] = [
@@ -84,6 +89,6 @@ schema = Schema(
     subscription=merge_types("Subscription", tuple(SUBSCRIPTIONS)) if SUBSCRIPTIONS else None,
     types=TYPES,
     config=StrawberryConfig(disable_field_suggestions=True, scalar_map=SCALAR_MAP),
-    extensions=[OperationScope, lambda: ParserCache(maxsize=1024), QueryLimits, Planner, ErrorPolicy],
+    extensions=[OperationScope, QueryLimits, TextInputs, Planner, ErrorPolicy],
     execution_context_class=FanOutExecutor,
 )

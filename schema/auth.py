@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import strawberry
 
 from app.db import models
 from app.pubsub import publish_api_key_change
+from app.ratelimit import FailureBudget
 from app.services import auth as service
 from app.services.access import Principal
 from app.services.errors import Unauthenticated
-from schema.context import Info
+from schema.context import Context, Info
 from schema.errors import UserError, mutate, refused
 from schema.node import Node, global_id, node_loader, uuid_of
 from schema.pagination import Connection, page_args
@@ -80,7 +82,7 @@ def viewer_of(info: Info) -> Viewer:
 @strawberry.input
 class SignUpInput:
     email: str
-    password: str
+    password: str = strawberry.field(description=f"The password: {service.PASSWORD_RULE}.")
     name: str | None = None
     workspace_name: str
     invitation_token: str | None = strawberry.field(
@@ -171,7 +173,8 @@ class AuthMutations:
     async def login(self, info: Info, input: LoginInput) -> AuthPayload:
         ctx = info.context
         outcome = await refused(
-            service.login(ctx.services.db, ctx.services.settings, email=input.email, password=input.password)
+            service.login(ctx.services.db, ctx.services.settings, email=input.email, password=input.password,
+                          **_failure_budget(ctx))
         )
         await ctx.credentials_changed()  # a login activates the user's pending invitations
         return AuthPayload.of(outcome)
@@ -179,7 +182,9 @@ class AuthMutations:
     @strawberry.mutation
     async def refresh_token(self, info: Info, refresh_token: str) -> AuthPayload:
         ctx = info.context
-        return AuthPayload.of(await refused(service.refresh(ctx.services.db, ctx.services.settings, refresh_token)))
+        return AuthPayload.of(await refused(
+            service.refresh(ctx.services.db, ctx.services.settings, refresh_token, **_failure_budget(ctx))
+        ))
 
     @strawberry.mutation(description="The payload's secret is the only time the full key is returned.")
     async def create_api_key(self, info: Info, input: CreateApiKeyInput) -> ApiKeySecretPayload:
@@ -202,6 +207,13 @@ class AuthMutations:
         if isinstance(outcome, list):
             return ApiKeyPayload(user_errors=outcome)
         return ApiKeyPayload(api_key=ApiKey.of(outcome))
+
+
+def _failure_budget(ctx: Context) -> dict[str, Any]:
+    """What the login and refresh services count failed attempts against, and where from."""
+    client = ctx.request.client
+    return {"failures": FailureBudget.of(ctx.services.redis, ctx.services.settings),
+            "client": client.host if client else "unknown"}
 
 
 def _announce_key_change(info: Info, id_: strawberry.ID) -> None:

@@ -19,6 +19,7 @@ from app.services import intelligence
 from app.services import relationships as relationship_service
 from app.services import workspaces as workspace_service
 from app.services.errors import BadInput
+from app.services.filters import MAX_LIST
 from schema.context import Info
 from schema.documents import Document, documents_of_node  # issue 4
 from schema.errors import UserError, mutate
@@ -222,7 +223,7 @@ class IntroductionPath:
     strength: float = strawberry.field(description="Product of edge weights.")
 
 
-@strawberry.input
+@strawberry.input(description=f"Every list in a filter holds at most {MAX_LIST:,} values.")
 class ContactFilter:
     and_: list[ContactFilter] | None = strawberry.field(name="and", default=None)
     or_: list[ContactFilter] | None = strawberry.field(name="or", default=None)
@@ -263,13 +264,13 @@ class ContactOrder:
 class CreateContactInput:
     full_name: str
     email: str | None = strawberry.UNSET
-    emails: list[str] | None = strawberry.UNSET
+    emails: list[str] | None = strawberry.field(default=strawberry.UNSET, description=f"At most {MAX_LIST:,}.")
     phone: str | None = strawberry.UNSET
     title: str | None = strawberry.UNSET
     company: str | None = strawberry.UNSET
     city: str | None = strawberry.UNSET
     state: str | None = strawberry.UNSET
-    tags: list[str] | None = strawberry.UNSET
+    tags: list[str] | None = strawberry.field(default=strawberry.UNSET, description=f"At most {MAX_LIST:,}.")
     contact_type: str | None = strawberry.UNSET
     status: str | None = strawberry.UNSET
     owner_id: strawberry.ID | None = strawberry.UNSET
@@ -282,13 +283,13 @@ class CreateContactInput:
 class UpdateContactInput:
     full_name: str | None = strawberry.UNSET
     email: str | None = strawberry.UNSET
-    emails: list[str] | None = strawberry.UNSET
+    emails: list[str] | None = strawberry.field(default=strawberry.UNSET, description=f"At most {MAX_LIST:,}.")
     phone: str | None = strawberry.UNSET
     title: str | None = strawberry.UNSET
     company: str | None = strawberry.UNSET
     city: str | None = strawberry.UNSET
     state: str | None = strawberry.UNSET
-    tags: list[str] | None = strawberry.UNSET
+    tags: list[str] | None = strawberry.field(default=strawberry.UNSET, description=f"At most {MAX_LIST:,}.")
     contact_type: str | None = strawberry.UNSET
     status: str | None = strawberry.UNSET
     owner_id: strawberry.ID | None = strawberry.UNSET
@@ -351,10 +352,18 @@ class ContactQueries:
             )
         return Connection.of(page, Contact.of)
 
-    @strawberry.field(description="The weighted contact graph: whole workspace, or the neighbourhood of one contact up to `depth` hops.")
+    @strawberry.field(description=(
+        "The weighted contact graph: the whole workspace, or the contacts within `depth` hops (0 to 6) of `focus`; "
+        "the strongest `limit` of them (1 to 1,000, focus first) and the edges among them. Answered within a "
+        "budget (CTXGRAPH_GRAPH_*, defaults: the walk reads at most 250,000 relationships, reaches at most 10,000 "
+        "contacts, runs at most 5 s; at most 5,000 edges are returned); past it the field is a QUERY_TOO_COMPLEX "
+        "error saying what to narrow (depth, limit, minWeight, kinds)."
+    ))
     async def relationship_graph(
-        self, info: Info, focus: strawberry.ID | None = None, depth: int | None = 1, min_weight: float | None = None,
-        kinds: list[str] | None = None, limit: int | None = 200,
+        self, info: Info, focus: strawberry.ID | None = None,
+        depth: Annotated[int | None, strawberry.argument(description="Hops from focus, 0 to 6.")] = 1,
+        min_weight: float | None = None, kinds: list[str] | None = None,
+        limit: Annotated[int | None, strawberry.argument(description="Contacts returned, 1 to 1,000.")] = 200,
     ) -> RelationshipGraph:
         focus_id = uuid_of(focus, "Contact") if focus is not None else None
         if focus is not None and focus_id is None:
@@ -362,18 +371,24 @@ class ContactQueries:
         async with info.context.db() as s:
             graph = await relationship_service.relationship_graph(
                 s, info.context.principal, focus=focus_id, depth=1 if depth is None else depth, min_weight=min_weight, kinds=kinds,
-                limit=200 if limit is None else limit,
+                limit=200 if limit is None else limit, limits=relationship_service.GraphLimits.of(info.context.services.settings),
             )
         return RelationshipGraph(nodes=[Contact.of(c) for c in graph.nodes], edges=[GraphEdge.of(e) for e in graph.edges])
 
-    @strawberry.field(description="Strongest chain of relationships from one contact to another (warm introduction path); null if none within maxDepth.")
+    @strawberry.field(description=(
+        "Strongest chain of relationships from one contact to another (warm introduction path): the largest product "
+        "of edge weights within maxDepth hops; null if none. Searched within the graph budget (CTXGRAPH_GRAPH_*, "
+        "defaults: at most 250,000 relationships read, 10,000 contacts reached, 5 s); past it a QUERY_TOO_COMPLEX "
+        "error (lower maxDepth)."
+    ))
     async def introduction_path(
         self, info: Info, from_: Annotated[strawberry.ID, strawberry.argument(name="from")], to: strawberry.ID,
-        max_depth: int | None = 4,
+        max_depth: Annotated[int | None, strawberry.argument(description="Hops at most, 1 to 6.")] = 4,
     ) -> IntroductionPath | None:
         async with info.context.db() as s:
             path = await relationship_service.introduction_path(
                 s, info.context.principal, uuid_of(from_, "Contact"), uuid_of(to, "Contact"), 4 if max_depth is None else max_depth,
+                limits=relationship_service.GraphLimits.of(info.context.services.settings),
             )
         if path is None:
             return None

@@ -7,6 +7,7 @@ gives every operation a copy with a session and loaders of its own.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -17,10 +18,13 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types import Info as StrawberryInfo
 
+from app import outages
 from app.config import Settings
 from app.db.engine import Database
 from app.security import Vault
 from app.services.access import ANONYMOUS, Principal
+
+log = logging.getLogger("ctxgraph.graphql")
 
 
 @dataclass
@@ -93,9 +97,17 @@ class Context:
         await credentials_changed(self.services.redis, self.services.settings)
 
     async def run_after_commit(self) -> None:
+        """The effects of what has committed. One that finds Redis unreachable is logged and
+        skipped: the change stands, so the client must hear that it succeeded (a lost event, or a
+        credentials epoch not bumped, which remembered credentials outlive by 60 s at most)."""
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:
-            await callback()
+            try:
+                await callback()
+            except Exception as exc:
+                if not outages.is_outage(exc):
+                    raise
+                log.warning("an effect after commit was lost, Redis unreachable [request %s]: %r", self.request_id, exc)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -12,6 +12,7 @@ from strawberry.scalars import JSON
 
 from app.db import models
 from app.services import documents as service
+from app.services.filters import MAX_LIST
 from schema.context import Info
 from schema.errors import UserError, mutate
 from schema.filters import DateTimeFilter, IDFilter, SortDirection, StringFilter
@@ -110,7 +111,7 @@ async def documents_of_node(info: Info, node_type: str, node_id: uuid.UUID, firs
     return await nested_connection(info, service.LINKED_TO[node_type], node_id, first, after, Document.of)
 
 
-@strawberry.input
+@strawberry.input(description=f"Every list in a filter holds at most {MAX_LIST:,} values.")
 class DocumentFilter:
     title: StringFilter | None = None
     content_type: StringFilter | None = None
@@ -145,7 +146,7 @@ class CreateDocumentInput:
     tags: list[str] | None = None
     metadata: JSON | None = None
     author_id: strawberry.ID | None = None
-    link_to: list[strawberry.ID] | None = None
+    link_to: list[strawberry.ID] | None = strawberry.field(default=None, description=f"Nodes to link the document to, at most {MAX_LIST:,}.")
 
 
 @strawberry.input

@@ -7,6 +7,10 @@ from enum import Enum
 
 import strawberry
 
+from app.services.filters import MAX_LIST
+
+IN = f"Any of these values (at most {MAX_LIST:,})."
+
 
 @strawberry.enum
 class SortDirection(Enum):
@@ -18,7 +22,7 @@ class SortDirection(Enum):
 class StringFilter:
     eq: str | None = None
     neq: str | None = None
-    in_: list[str] | None = strawberry.field(name="in", default=None)
+    in_: list[str] | None = strawberry.field(name="in", default=None, description=IN)
     contains: str | None = None
     starts_with: str | None = None
     is_null: bool | None = None
@@ -47,5 +51,5 @@ class DateTimeFilter:
 @strawberry.input
 class IDFilter:
     eq: strawberry.ID | None = None
-    in_: list[strawberry.ID] | None = strawberry.field(name="in", default=None)
+    in_: list[strawberry.ID] | None = strawberry.field(name="in", default=None, description=IN)
     is_null: bool | None = None

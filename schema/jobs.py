@@ -16,6 +16,7 @@ from app.db import models
 from app.jobs.queue import enqueue
 from app.services import ids, imports
 from app.services import jobs as service
+from app.services.filters import MAX_LIST
 from schema.context import Context, Info
 from schema.errors import UserError, mutate
 from schema.filters import DateTimeFilter
@@ -158,7 +159,7 @@ class Job(Node):
 node_loader("Job", service.jobs_by_id, Job.of)
 
 
-@strawberry.input
+@strawberry.input(description=f"Every list in a filter holds at most {MAX_LIST:,} values.")
 class JobFilter:
     status: list[JobStatus] | None = None
     kind: list[JobKind] | None = None
@@ -190,17 +191,25 @@ class JobPayload:
         return cls(user_errors=outcome) if isinstance(outcome, list) else cls(job=Job.of(outcome))
 
 
-async def _send(job_id: uuid.UUID) -> None:
-    """After commit. If Redis refuses, the job stays PENDING and the reaper sends it later."""
+async def _send(ctx: Context, job: models.Job) -> None:
+    """After commit: the job's message, then the workspace's event. The job is committed, so the
+    mutation answers with it whatever Redis does: if Redis refuses, the job stays PENDING and a
+    worker's reaper sends it once Redis is back (within `job_stale_seconds` of its creation, or
+    of the reaper's last attempt); the event is lost, as every event published during an outage."""
+    from app.pubsub import publish_event
+
     try:
-        await enqueue(job_id)
+        await enqueue(job.id)
     except Exception:  # noqa: BLE001
-        log.warning("could not send job %s now; the reaper will", job_id, exc_info=True)
+        log.warning("could not send job %s now; the reaper will", job.id, exc_info=True)
+    try:
+        await publish_event(ctx.services.redis, job.workspace_id, "job.created", "Job", job.id)
+    except Exception:  # noqa: BLE001
+        log.warning("could not announce job %s", job.id, exc_info=True)
 
 
 def _started(ctx: Context, job: models.Job) -> models.Job:
-    ctx.after_commit(lambda: _send(job.id))
-    ctx.emit("job.created", "Job", job.id)
+    ctx.after_commit(lambda: _send(ctx, job))
     return job
 
 
@@ -272,8 +281,12 @@ class JobMutations:
 
 
 async def _publish(ctx: Context, job: models.Job) -> None:
-    """A job cancelled before it ran: its subscribers hear it from here, no worker will."""
+    """A job cancelled before it ran: its subscribers hear it from here, no worker will. The
+    cancel has committed whatever Redis does (subscribers re-read the job when Redis is back)."""
     from app.pubsub import publish_event, publish_job
 
-    await publish_job(ctx.services.redis, job.id, service.snapshot(job))
-    await publish_event(ctx.services.redis, job.workspace_id, "job.updated", "Job", job.id)
+    try:
+        await publish_job(ctx.services.redis, job.id, service.snapshot(job))
+        await publish_event(ctx.services.redis, job.workspace_id, "job.updated", "Job", job.id)
+    except Exception:  # noqa: BLE001
+        log.warning("could not announce the cancel of job %s", job.id, exc_info=True)

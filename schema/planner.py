@@ -41,6 +41,7 @@ from app.services.access import Principal
 from app.services.contact_plans import PAGE_INFO, EdgesPlan, NotPlannable, Out, Prepared, Shape
 from app.services.errors import ServiceError
 from schema.context import Services
+from schema.limits import Limits
 from schema.pagination import page_args
 
 PLANS_CACHED = 512
@@ -136,8 +137,7 @@ def _key(settings: Any, query: Any, operation_name: Any, variables: Any) -> tupl
         variables_json = orjson.dumps(variables, option=orjson.OPT_SORT_KEYS)
     except TypeError:
         return None
-    limits = (settings.introspection, settings.max_depth, settings.max_aliases, settings.max_tokens, settings.max_nodes)
-    return query, operation_name, variables_json, limits
+    return query, operation_name, variables_json, settings.introspection, Limits.of(settings)
 
 
 class _Plan:

@@ -14,10 +14,11 @@ from app.db import models
 from app.services import object_types as type_service
 from app.services import records as service
 from app.services import workspaces as workspace_service
+from app.services.filters import MAX_LIST
 from schema.context import Info
 from schema.documents import Document, documents_of_node
 from schema.errors import UserError, mutate
-from schema.filters import DateTimeFilter, IDFilter, SortDirection, StringFilter
+from schema.filters import IN, DateTimeFilter, IDFilter, SortDirection, StringFilter
 from schema.node import Node, global_id, node_loader, uuid_of
 from schema.pagination import Connection, nested_connection, page_args
 from schema.relationships import Direction, Relationship, node_relationships
@@ -176,7 +177,7 @@ class FieldCondition:
     field: str
     eq: JSON | None = None
     neq: JSON | None = None
-    in_: list[JSON] | None = strawberry.field(name="in", default=None)
+    in_: list[JSON] | None = strawberry.field(name="in", default=None, description=IN)
     contains: str | None = None
     gt: JSON | None = None
     gte: JSON | None = None
@@ -185,7 +186,7 @@ class FieldCondition:
     is_null: bool | None = None
 
 
-@strawberry.input
+@strawberry.input(description=f"Every list in a filter holds at most {MAX_LIST:,} values.")
 class RecordFilter:
     and_: list[RecordFilter] | None = strawberry.field(name="and", default=None)
     or_: list[RecordFilter] | None = strawberry.field(name="or", default=None)
@@ -196,7 +197,8 @@ class RecordFilter:
     created_at: DateTimeFilter | None = None
     updated_at: DateTimeFilter | None = None
     fields: list[FieldCondition] | None = strawberry.field(
-        default=None, description="Conditions on custom fields, compared in the field's type; needs objectTypeId."
+        default=None, description="Conditions on custom fields, compared in the field's type; needs objectTypeId. "
+                                  f"At most {MAX_LIST:,}."
     )
     include_deleted: bool | None = None
 
@@ -217,7 +219,9 @@ class RecordOrder:
 
 @strawberry.input
 class FieldDefinitionInput:
-    name: str
+    name: str = strawberry.field(description="The key of the field in a record's fields: letters, digits and _, not "
+                                             "starting with a digit or __, at most 63 characters (openedAt, amount_usd); "
+                                             "case-sensitive.")
     field_type: FieldType
     label: str | None = None
     required: bool | None = False

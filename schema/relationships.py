@@ -17,6 +17,7 @@ from strawberry.scalars import JSON
 
 from app.db import models
 from app.services import relationships as service
+from app.services.filters import MAX_LIST
 from schema.context import Info
 from schema.errors import UserError, mutate
 from schema.filters import DateTimeFilter, FloatFilter, IDFilter, SortDirection, StringFilter
@@ -96,7 +97,7 @@ async def node_relationships(
     return Connection.of(page, lambda r: Relationship.of(r, owner, now))
 
 
-@strawberry.input
+@strawberry.input(description=f"Every list in a filter holds at most {MAX_LIST:,} values.")
 class RelationshipFilter:
     kind: StringFilter | None = None
     node_id: IDFilter | None = strawberry.field(default=None, description="Either end is this node.")
@@ -183,7 +184,7 @@ class RelationshipMutations:
             return RelationshipPayload(user_errors=outcome)
         return RelationshipPayload(relationship=Relationship.of(outcome))
 
-    @strawberry.mutation(description="All or nothing: any input's problem refuses them all, each reported under its index.")
+    @strawberry.mutation(description=f"All or nothing: any input's problem refuses them all, each reported under its index. At most {MAX_LIST:,} inputs.")
     async def create_relationships(self, info: Info, inputs: list[CreateRelationshipInput]) -> RelationshipsPayload:
         ctx = info.context
 

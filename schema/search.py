@@ -22,7 +22,7 @@ class SearchableType(Enum):
 class SearchHit:
     node: Node
     score: float
-    snippet: str | None = strawberry.field(description="Matching text with the terms marked (<mark>...</mark>).")
+    snippet: str | None = strawberry.field(description="Matching text as HTML: the stored text HTML-escaped (it is never markup), the matched terms in <mark>...</mark>, the only tags. Safe to render as HTML.")
 
 
 @strawberry.type

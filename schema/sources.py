@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from enum import Enum
 
@@ -11,6 +10,7 @@ from strawberry.scalars import JSON
 
 from app.db import models
 from app.services import sources as service
+from app.services.filters import MAX_LIST
 from schema.context import Info
 from schema.errors import UserError, mutate
 from schema.filters import DateTimeFilter, IDFilter, SortDirection, StringFilter
@@ -64,7 +64,7 @@ class Source(Node):
 load_source = node_loader("Source", service.sources_by_id, Source.of)
 
 
-@strawberry.input
+@strawberry.input(description=f"Every list in a filter holds at most {MAX_LIST:,} values.")
 class SourceFilter:
     and_: list[SourceFilter] | None = strawberry.field(name="and", default=None)
     or_: list[SourceFilter] | None = strawberry.field(name="or", default=None)
@@ -93,7 +93,8 @@ class SourceOrder:
 
 @strawberry.input
 class CreateSourceInput:
-    name: str
+    name: str = strawberry.field(description="A lower-case slug: letters, digits, - and _, starting with a letter, "
+                                             "at most 63 characters (e.g. imap-acme).")
     display_name: str
     provider: SourceProvider
     config: JSON | None = None

@@ -3,6 +3,11 @@ process hears changes made by any process.
 
 A subscription holds no database connection while it waits: it reads with the operation's
 session, then `release()`s it after each event (the event's fields are resolved by then).
+
+When Redis drops and comes back, the events published meanwhile are lost (`app.pubsub.Gap`): a
+job's subscriber reads the job again and goes on from its current state (completing if it
+ended meanwhile); a workspace's events cannot be read again, so that subscription ends with a
+SERVICE_UNAVAILABLE error telling the client to subscribe again and refetch what it shows.
 """
 
 from __future__ import annotations
@@ -14,10 +19,10 @@ from typing import Any
 
 import strawberry
 
-from app.pubsub import hub, job_channel, workspace_channel
+from app.pubsub import Gap, hub, job_channel, workspace_channel
 from app.services import ids
 from app.services import jobs as job_service
-from app.services.errors import NotFound
+from app.services.errors import NotFound, ServiceError
 from schema.context import Info
 from schema.fanout import deliver, shared
 from schema.jobs import Job
@@ -29,6 +34,10 @@ EVENT_SCOPES = {
     "record": "records:read", "objectType": "records:read", "document": "documents:read",
     "source": "sources:read", "job": "jobs:read",
 }
+
+
+class EventsLost(ServiceError):
+    code = "SERVICE_UNAVAILABLE"
 
 
 @strawberry.type
@@ -45,6 +54,17 @@ def _shared_job(snapshot: dict[str, Any]) -> Job:
     return shared(Job.of_snapshot(snapshot))
 
 
+async def _read_job(info: Info, job_id: uuid.UUID | None) -> Job:
+    """The job's committed state, as the subscriber may see it."""
+    ctx = info.context
+    async with ctx.db() as s:
+        row = await job_service.get_job(s, ctx.principal, job_id)
+    await ctx.release()
+    if row is None:
+        raise NotFound("Job not found")
+    return Job.of(row)
+
+
 def _wanted(event_type: str, types: list[str] | None) -> bool:
     """`types` holds exact types (`contact.created`) or a domain's all (`contact.*`)."""
     if not types:
@@ -56,24 +76,23 @@ def _wanted(event_type: str, types: list[str] | None) -> bool:
 @strawberry.type
 class Subscriptions:
     @strawberry.subscription(
-        description="Emits the job at once, then on every progress or status change; completes after a terminal status."
+        description="Emits the job at once, then on every progress or status change; completes after a terminal "
+        "status. Changes made while the server could not reach its event bus are sent (as the job's current "
+        "state) once it can."
     )
     async def job_progress(self, info: Info, id: strawberry.ID) -> AsyncGenerator[Job, None]:
         ctx = info.context
         ctx.principal.require(job_service.READ)
         job_id = uuid_of(id, "Job")
         async with hub(ctx.services.redis).subscribe(job_channel(job_id or uuid.UUID(int=0))) as subscriber:
-            async with ctx.db() as s:
-                row = await job_service.get_job(s, ctx.principal, job_id)
-            await ctx.release()
-            if row is None:
-                raise NotFound("Job not found")
-            job = Job.of(row)
+            job = await _read_job(info, job_id)
             yield job
             await ctx.release()
             while job.status.value not in job_service.TERMINAL:
-                message = await subscriber.get()
-                newer = message.derive("job", _shared_job)
+                try:
+                    newer = (await subscriber.get()).derive("job", _shared_job)
+                except Gap:  # Redis came back: the events of the outage are lost, the row is not
+                    newer = await _read_job(info, job_id)
                 if newer.updated_at <= job.updated_at:
                     continue  # published before the state already sent
                 job = newer
@@ -81,13 +100,22 @@ class Subscriptions:
                     yield job
                 await ctx.release()
 
-    @strawberry.subscription(description="Created / updated / deleted events of the workspace, for live views.")
+    @strawberry.subscription(
+        description="Created / updated / deleted events of the workspace, for live views. Ends with a "
+        "SERVICE_UNAVAILABLE error when events may have been lost (the server lost its event bus for a while): "
+        "subscribe again and refetch what the view shows."
+    )
     async def workspace_events(self, info: Info, types: list[str] | None = None) -> AsyncGenerator[WorkspaceEvent, None]:
         ctx = info.context
         workspace_id = ctx.principal.require_workspace()
         async with hub(ctx.services.redis).subscribe(workspace_channel(workspace_id)) as subscriber:
             while True:
-                event = (await subscriber.get()).data
+                try:
+                    event = (await subscriber.get()).data
+                except Gap as gap:
+                    raise EventsLost(
+                        "Events were lost while the event bus was unreachable: subscribe again and refetch"
+                    ) from gap
                 event_type = str(event.get("type", ""))
                 scope = EVENT_SCOPES.get(event_type.partition(".")[0])
                 if scope is None or not ctx.principal.can(scope) or not _wanted(event_type, types):

@@ -205,22 +205,25 @@ def sql(app: Any) -> SqlCounter:
 
 
 @contextlib.contextmanager
-def served(settings: Settings) -> Iterator[str]:
-    """The app for `settings` served by uvicorn on a free port (a thread with a loop of its own):
-    its base URL."""
+def served(settings: Settings, http: str | None = None) -> Iterator[str]:
+    """The app for `settings` served by uvicorn on a free port, with the options `ctxgraph serve`
+    uses (and the HTTP implementation `http`, else uvicorn's choice), in a thread with a loop of
+    its own: its base URL."""
     import threading
     import time
 
     import uvicorn
 
+    from app.cli import uvicorn_options
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
+    options = uvicorn_options(replace(settings, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), **options, **({"http": http} if http else {})))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 15
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +29,8 @@ query($id: ID!, $status: JobItemStatus) { node(id: $id) { ... on Job {
 } } }
 """
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
+START_IMPORT_FILE = """mutation($input: StartImportInput!) { startImport(input: $input) {
+  job { id status } userErrors { field message code } } }"""
 
 
 def worker_settings(settings: Settings, **changes: Any) -> Settings:
@@ -74,3 +77,17 @@ def contacts_payload(n: int, prefix: str = "c") -> dict[str, Any]:
     return {"records": [
         {"id": f"{prefix}-{i}", "fullName": f"Person {i}", "email": f"{prefix}{i}@example.com"} for i in range(n)
     ]}
+
+
+async def upload_import(api: Api, account: Account, input_: dict[str, Any], file: tuple[str, bytes, str]) -> Any:
+    """startImport with `file` uploaded as the GraphQL multipart request spec says."""
+    operations = {"query": START_IMPORT_FILE, "variables": {"input": {**input_, "file": None}}}
+    response = await api.http.post(
+        "/graphql",
+        data={"operations": json.dumps(operations), "map": json.dumps({"0": ["variables.input.file"]})},
+        files={"0": file},
+        headers={"authorization": f"Bearer {account.token}", "x-workspace-id": account.workspace_id,
+                 "graphql-require-preflight": "1"},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["data"]["startImport"]

@@ -6,13 +6,14 @@ import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from app.config import Settings
 from tests.conftest import Account, Api
-from tests.jobs_support import contacts_payload, items, running_worker, start_import, wait_for
+from tests.jobs_support import (
+    START_IMPORT_FILE, contacts_payload, items, running_worker, start_import, upload_import, wait_for,
+)
 
 
 @pytest.fixture(scope="module")
@@ -178,28 +179,10 @@ async def test_csv_inline_maps_and_types_columns(api: Api, alice: Account, worke
                        "customFields": {"notes": 'first, of "many"'}}
 
 
-START_IMPORT_FILE = """mutation($input: StartImportInput!) { startImport(input: $input) {
-  job { id status } userErrors { field message code } } }"""
-
-
-async def _upload(api: Api, alice: Account, input_: dict[str, Any], file: tuple[str, bytes, str]) -> Any:
-    """startImport with `file` uploaded as the GraphQL multipart request spec says."""
-    operations = {"query": START_IMPORT_FILE, "variables": {"input": {**input_, "file": None}}}
-    response = await api.http.post(
-        "/graphql",
-        data={"operations": json.dumps(operations), "map": json.dumps({"0": ["variables.input.file"]})},
-        files={"0": file},
-        headers={"authorization": f"Bearer {alice.token}", "x-workspace-id": alice.workspace_id,
-                 "graphql-require-preflight": "1"},
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["data"]["startImport"]
-
-
 async def test_csv_upload_through_multipart(api: Api, alice: Account, worker: None) -> None:
     rows = "".join(f"u{i},User {i},u{i}@example.com\n" for i in range(250))
     body = ("id,name,email\n" + rows).encode()
-    started = await _upload(api, alice, {"target": "CONTACTS", "adapter": "CSV", "fieldMapping": {
+    started = await upload_import(api, alice, {"target": "CONTACTS", "adapter": "CSV", "fieldMapping": {
         "id": "remoteId", "name": "fullName", "email": "email"}}, ("contacts.csv", body, "text/csv"))
     assert started["userErrors"] == []
     done = await wait_for(api, alice, started["job"]["id"])
@@ -214,7 +197,7 @@ async def test_a_json_upload_is_read_item_by_item(api: Api, alice: Account, work
                for i in range(3000)]
     body = json.dumps({"meta": {"exported": "today", "nested": {"records": [{"id": "not me"}]}}, "records": records}).encode()
     json_import = {"target": "CONTACTS", "adapter": "GENERIC_JSON"}
-    started = await _upload(api, alice, json_import, ("payload.json", body, "application/json"))
+    started = await upload_import(api, alice, json_import, ("payload.json", body, "application/json"))
     assert started["userErrors"] == [], started
     done = await wait_for(api, alice, started["job"]["id"])
     assert done["progress"] == {"total": 3000, "processed": 3000, "successful": 3000, "failed": 0, "skipped": 0}
@@ -222,7 +205,7 @@ async def test_a_json_upload_is_read_item_by_item(api: Api, alice: Account, work
     for broken, reason in ((body[:-1], "not valid JSON"), (body.replace(b'"x": 1.5', b'"x": 1.5.5', 1), "not valid JSON"),
                            (b'{"records": {"a": 1}}', "expects an object {records: [...]}"),
                            (b'{"meta": [1, 2]}', "expects an object {records: [...]}"), (b"  \n ", "empty")):
-        refused = await _upload(api, alice, json_import, ("payload.json", broken, "application/json"))
+        refused = await upload_import(api, alice, json_import, ("payload.json", broken, "application/json"))
         assert refused["job"] is None
         assert refused["userErrors"][0]["field"] == ["input", "file"] and reason in refused["userErrors"][0]["message"]
     assert await _job_ids(api, alice) == jobs_before

@@ -34,6 +34,12 @@ FOUNDATION_FIELDS = {
 }
 
 
+def _version_one(contract: str) -> str:
+    """The contract without its v2 sections (the work of the issues after the foundation): the
+    foundation is checked against what it promised, and `contract_check.py` lists the rest."""
+    return contract.split("\n# ================================================================ v2:", 1)[0]
+
+
 def test_schema_graphql_is_current() -> None:
     exported = subprocess.run(
         [sys.executable, "-m", "app.cli", "schema"], capture_output=True, text=True, check=True, cwd=ROOT
@@ -46,7 +52,7 @@ def test_schema_graphql_is_current() -> None:
 
 @pytest.mark.skipif(not CONTRACT.exists(), reason="the shared contract is not beside this checkout")
 def test_foundation_part_of_the_contract_is_served() -> None:
-    contract = build_schema(CONTRACT.read_text())
+    contract = build_schema(_version_one(CONTRACT.read_text()))
     served = build_schema((ROOT / "schema.graphql").read_text())
     for name in FOUNDATION:
         expected, actual = contract.type_map[name], served.type_map.get(name)

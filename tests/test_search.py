@@ -85,3 +85,23 @@ async def test_types_liveness_isolation_and_scopes(api: Api, alice: Account, bob
     assert titles(await search(api, {"api_key": key}, "zebra")) == ["Zebra again"]
     body = await api(SEARCH, {"q": "zebra", "types": ["CONTACT"]}, api_key=key)
     assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+async def test_snippets_are_escaped_text_with_only_the_servers_marks(api: Api, alice: Account) -> None:
+    hostile = '<img src=x onerror="alert(1)"> quokka <svg onload=alert(2)> & \ue000fake\ue001 <mark>quokka</mark>'
+    await create_document(api, alice, title="Quokka notes", content=hostile)
+    type_id = await make_type(api, alice, "quokka_kind", [{"name": "notes", "fieldType": "TEXT"}])
+    await make(api, alice, type_id, {"notes": hostile}, name="<b>Quokka</b> record")
+    await api.data('mutation($n: String!) { createContact(input: {fullName: $n}) { contact { id } } }',
+                   {"n": '<script>alert(3)</script> Quokka'}, **alice.auth)
+    hits = await search(api, alice.auth, "quokka")
+    assert {h["node"]["__typename"] for h in hits} == {"Document", "Record", "Contact"}
+    for hit in hits:
+        snippet = hit["snippet"]
+        assert "<mark>quokka</mark>" in snippet.lower(), snippet
+        markup = snippet.replace("<mark>", "").replace("</mark>", "")
+        assert "<" not in markup and ">" not in markup, snippet  # no tag but the server's marks
+        assert "\ue000" not in snippet and "\ue001" not in snippet
+    document = next(h["snippet"] for h in hits if h["node"]["__typename"] == "Document")
+    assert "&lt;svg onload=alert(2)&gt; &amp;" in document  # stored markup is shown as text
+    assert "fake" in document and "<mark>fake" not in document  # the marks are the server's alone

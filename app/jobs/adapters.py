@@ -12,8 +12,9 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from html import unescape
 from html.parser import HTMLParser
@@ -263,13 +264,32 @@ def parse_mapping(mapping: Any, header: list[str]) -> dict[int, Column]:
     return out
 
 
+def check_columns(columns: dict[int, Column], header: list[str], mapped: bool, target: str, fields: Sequence[str]
+                  ) -> None:
+    """Refuses a CSV none of whose columns is one of the target's `fields` (dotted paths; `key.*`
+    is an object any key of which is a field, customFields.region of customFields.*): it would
+    be queued only to fail every row."""
+    exact = {f for f in fields if not f.endswith(".*")}
+    open_ = {f.removesuffix(".*") for f in fields if f.endswith(".*")}
+    if any(".".join(c.field) in exact or c.field[0] in open_ for c in columns.values()):
+        return
+    found = f"The CSV's columns ({', '.join(h for h in header if h)})"
+    if mapped:
+        found += f", mapped to {', '.join('.'.join(c.field) for c in columns.values())},"
+    raise PayloadError(f"{found} match no field of {target}; its fields are {', '.join(fields)}",
+                       ("input", "fieldMapping") if mapped else ("input", "data"))
+
+
 def _typed(value: str, type_: str) -> Any:
     if type_ == "string":
         return value
     if type_ == "int":
         return int(value)
     if type_ == "float":
-        return float(value)
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"{value!r} is not a finite number")
+        return number
     if type_ == "bool":
         lowered = value.strip().lower()
         if lowered in ("true", "yes", "1", "y"):
@@ -279,7 +299,12 @@ def _typed(value: str, type_: str) -> Any:
         raise ValueError(f"{value!r} is not a boolean")
     if type_ == "list":
         return [v.strip() for v in re.split(r"[;,]", value) if v.strip()]
-    return json.loads(value)
+    return json.loads(value, parse_constant=_not_json)
+
+
+def _not_json(constant: str) -> Any:
+    """NaN and Infinity, which Python's parser takes and no JSON column can hold."""
+    raise ValueError(f"{constant} is not JSON")
 
 
 def csv_lines(chunks: Iterable[bytes]) -> Iterator[str]:

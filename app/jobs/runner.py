@@ -35,7 +35,9 @@ class LeaseLost(Exception):
 
 
 async def announce(rt: Runtime, job: Job, *, status_changed: bool = False) -> None:
-    """Publish the job's state (after commit): its channel, and the workspace's on status changes."""
+    """Publish the job's state (after commit): its channel, and the workspace's on status changes.
+    (The runtime's client sends a call once more on a connection that died with a Redis restart:
+    lost after Redis is back, a terminal state would leave its subscribers waiting.)"""
     try:
         await publish_job(rt.redis, job.id, jobs.snapshot(job))
         if status_changed:

@@ -16,6 +16,8 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from app.config import Settings
 from app.db.engine import Database
@@ -31,7 +33,8 @@ class Runtime:
         self._thread = threading.Thread(target=self.loop.run_forever, name="ctxgraph-jobs-loop", daemon=True)
         self._thread.start()
         self.db = Database(settings)
-        self.redis = Redis.from_url(settings.redis_url or "")
+        # A call on a connection Redis dropped (a restart) runs once more on a new one, as the API's do.
+        self.redis = Redis.from_url(settings.redis_url or "", retry=Retry(NoBackoff(), 1))
         self._reaper: Future[None] | None = None
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:

@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import ActivityEvent, Contact, ContactIntelligence, ContactThread, ConversationParticipant, Relationship
-from app.services import contacts, ids, relationships
+from app.services import contacts, filters, ids, relationships
 from app.services.access import Principal
 from app.services.batch import ItemOutcome
 from app.services.errors import BadInput, Invalid, Problem
@@ -50,6 +50,7 @@ def event_id(ws: uuid.UUID, contact_id: uuid.UUID, type_: str, resource_id: str)
 def timeline_query(ws: uuid.UUID, contact_ids: Sequence[uuid.UUID], types: Sequence[str] | None, since: datetime | None) -> Any:
     query = select(ActivityEvent).where(ActivityEvent.workspace_id == ws, ActivityEvent.contact_id.in_(contact_ids))
     if types:
+        filters.check_list(types, ("types",))
         query = query.where(ActivityEvent.type.in_(list(types)))
     if since is not None:
         query = query.where(ActivityEvent.occurred_at >= since)
@@ -131,9 +132,9 @@ def _datetime(value: Any) -> datetime | None:
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
+            return parsed.astimezone(UTC) if parsed.tzinfo else None
+        except (ValueError, OverflowError):  # OverflowError: before year 1 or after 9999 in UTC
             return None
-        return parsed.astimezone(UTC) if parsed.tzinfo else None
     return None
 
 
@@ -173,6 +174,9 @@ def parse(item: Any, path: tuple[str, ...], index: int = 0) -> Draft:
     participants = item.get("participants") or []
     if not isinstance(participants, list) or not all(isinstance(x, str) for x in participants):
         d.problems.append(Problem("participants must be a list of strings", "INVALID", (*path, "participants")))
+        participants = []
+    elif too_many := filters.list_problem(participants, (*path, "participants")):
+        d.problems.append(too_many)
         participants = []
     if metadata.get("participants") and isinstance(metadata["participants"], list):  # calendar attendees
         participants = [*participants, *(x for x in metadata["participants"] if isinstance(x, str))]

@@ -8,6 +8,7 @@ like any other domain.
 from __future__ import annotations
 
 import asyncio
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from app import security
 from app.config import Settings
 from app.db.engine import Database
 from app.db.models import ApiKey, Member, RefreshToken, User, Workspace
+from app.ratelimit import FailureBudget
 from app.services import ids
 from app.services.access import ALL_SCOPES, ROLE_SCOPES, WILDCARD, Principal, covers
 from app.services.errors import Forbidden, Invalid, Problem, Unauthenticated, not_found
@@ -29,7 +31,10 @@ from app.services.workspaces import new_workspace
 
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
+PASSWORD_RULE = (f"at least {MIN_PASSWORD} and at most {MAX_PASSWORD} characters, not only whitespace, "
+                 "and no control characters")
 API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
+API_KEY_REFUSED = "Invalid, revoked or expired API key"  # one answer, whether refused offline or after a look-up
 
 
 @dataclass(frozen=True)
@@ -76,9 +81,7 @@ async def sign_up(
     email = normalise_email(email)
     found = problems(
         check_email(email, ("input", "email")),
-        None if MIN_PASSWORD <= len(password) <= MAX_PASSWORD else Problem(
-            f"password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters", "INVALID", ("input", "password")
-        ),
+        check_password(password, ("input", "password")),
         check_text(name, ("input", "name"), required=False),
         check_text(workspace_name, ("input", "workspaceName")),
     )
@@ -107,19 +110,49 @@ async def sign_up(
         return await _issue(s, settings, user, uuid.uuid4())
 
 
-async def login(db: Database, settings: Settings, *, email: str, password: str) -> Session:
-    """Argon2 takes ~0.2 s of CPU by design: it runs in a thread, with no connection held."""
+def check_password(password: str, field: tuple[str, ...]) -> Problem | None:
+    """PASSWORD_RULE: a password of spaces guards nothing, and a NUL or an escape is either a
+    paste gone wrong or a password no login form can type again (a lone surrogate, which is
+    not UTF-8, cannot even be hashed)."""
+    if MIN_PASSWORD <= len(password) <= MAX_PASSWORD and password.strip() and not any(
+        unicodedata.category(c) in ("Cc", "Cs") for c in password
+    ):
+        return None
+    return Problem(f"password must be {PASSWORD_RULE}", "INVALID", field)
+
+
+async def login(
+    db: Database, settings: Settings, *, email: str, password: str, failures: FailureBudget, client: str
+) -> Session:
+    """Argon2 takes ~0.2 s of CPU by design: it runs in a thread, with no connection held.
+    Wrong passwords count against the address and the email (`FailureBudget`): past either
+    budget a login is refused before the look-up and the hash."""
+    email = normalise_email(email)
+    account = f"email:{security.sha256(email)[:32]}"  # no addresses in Redis keys
+    standing = await failures.check(account, client)
     async with db.system() as s:
-        user = await s.scalar(select(User).options(undefer(User.password_hash)).where(User.email == normalise_email(email)))
+        user = await s.scalar(select(User).options(undefer(User.password_hash)).where(User.email == email))
     if not await asyncio.to_thread(security.verify_password, user.password_hash if user else None, password) or user is None:
+        await failures.failed(account, client)
         raise Invalid(Problem("Invalid email or password", "INVALID", ("input",)))
+    await failures.succeeded(account, standing)
     async with db.system() as s, s.begin():
         await _activate_invitations(s, user.id)
         return await _issue(s, settings, user, uuid.uuid4())
 
 
-async def refresh(db: Database, settings: Settings, token: str) -> Session:
-    """Single use: a spent token presented again revokes every token of its family."""
+async def refresh(db: Database, settings: Settings, token: str, *, failures: FailureBudget, client: str) -> Session:
+    """Single use: a spent token presented again revokes every token of its family. Refused
+    tokens count against the address: past its budget, nothing is looked up."""
+    await failures.check(None, client)
+    try:
+        return await _refresh(db, settings, token)
+    except Invalid:
+        await failures.failed(None, client)
+        raise
+
+
+async def _refresh(db: Database, settings: Settings, token: str) -> Session:
     rejected = Invalid(Problem("Invalid or expired refresh token", "INVALID", ("refreshToken",)))
     async with db.system() as s:
         async with s.begin():
@@ -170,22 +203,59 @@ async def identify(
 ) -> tuple[Principal, datetime | None]:
     """`authenticate`, and when the credential stops working by itself (an access token's expiry,
     an API key's expiresAt; None for never, or anonymous)."""
-    workspace_id = _parse_workspace_header(workspace)
+    return await look_up(db, present(settings, authorization=authorization, api_key=api_key), workspace)
+
+
+@dataclass(frozen=True)
+class Presented:
+    """A credential as far as it can be checked without a look-up."""
+
+    identity: str  # what its failures count against: an API key's visible prefix, a token's user
+    guessable: bool  # anyone can make one that passes the offline checks (an API key, not a signed token)
+    api_key: str | None = None
+    user_id: uuid.UUID | None = None
+    expires_at: datetime | None = None
+
+
+def present(settings: Settings, *, authorization: str | None, api_key: str | None) -> Presented | None:
+    """What a request's credential claims, checked offline (None: anonymous). A malformed or
+    mistyped API key (its checksum) and a token with a bad signature or past its expiry raise
+    here: refusing them costs no look-up, so guessing at random costs the database nothing."""
     if api_key:
-        return await _authenticate_key(db, api_key, workspace_id)
-    if authorization:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthenticated("Authorization must be 'Bearer <access token>'")
-        if token.startswith(security.API_KEY_PREFIX):
-            return await _authenticate_key(db, token, workspace_id)
-        assert settings.jwt_secret
-        found = security.read_access_token(settings.jwt_secret, token.strip())
-        if found is None:
-            raise Unauthenticated("Invalid or expired access token")
-        user_id, expires_at = found
-        return await _authenticate_user(db, user_id, workspace_id), expires_at
-    return Principal(), None
+        return _presented_key(api_key)
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("Authorization must be 'Bearer <access token>'")
+    if token.startswith(security.API_KEY_PREFIX):
+        return _presented_key(token)
+    assert settings.jwt_secret
+    found = security.read_access_token(settings.jwt_secret, token.strip())
+    if found is None:
+        raise Unauthenticated("Invalid or expired access token")
+    user_id, expires_at = found
+    return Presented(identity=f"user:{user_id}", guessable=False, user_id=user_id, expires_at=expires_at)
+
+
+def _presented_key(secret: str) -> Presented:
+    secret = secret.strip()
+    if not security.well_formed_api_key(secret):
+        raise Unauthenticated(API_KEY_REFUSED)
+    return Presented(identity=f"key:{security.api_key_prefix(secret)}", guessable=True, api_key=secret)
+
+
+async def look_up(
+    db: Database, presented: Presented | None, workspace: str | None
+) -> tuple[Principal, datetime | None]:
+    """The principal of a presented credential, from the database, and when it stops working by itself."""
+    workspace_id = _parse_workspace_header(workspace)
+    if presented is None:
+        return Principal(), None
+    if presented.api_key is not None:
+        return await _authenticate_key(db, presented.api_key, workspace_id)
+    assert presented.user_id is not None
+    return await _authenticate_user(db, presented.user_id, workspace_id), presented.expires_at
 
 
 # Every request runs one of these, as plain SQL on a connection in autocommit (Database.lookup).
@@ -214,7 +284,7 @@ async def _authenticate_key(db: Database, secret: str, workspace_id: uuid.UUID |
     key = found[0] if found else None
     now = _now()
     if key is None or key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
-        raise Unauthenticated("Invalid, revoked or expired API key")
+        raise Unauthenticated(API_KEY_REFUSED)
     if workspace_id is not None and workspace_id != key.workspace_id:
         raise Forbidden("Unknown workspace")
     if key.last_used_at is None or now - key.last_used_at > API_KEY_TOUCH_INTERVAL:

@@ -220,6 +220,10 @@ def _text_list(draft: Draft, item: dict[str, Any], key: str) -> list[str] | None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         draft.problems.append(Problem(f"{key} must be a list of strings", "INVALID", (*draft.path, key)))
         return None
+    too_long = filters.list_problem(value, (*draft.path, key))
+    if too_long is not None:
+        draft.problems.append(Problem(f"{key}: {too_long.message}", too_long.code, too_long.field))
+        return None
     return value
 
 

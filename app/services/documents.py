@@ -8,6 +8,7 @@ and the actor moves it through PROCESSING to READY or FAILED (with the reason).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -131,11 +132,16 @@ def _chunk_rows(ws: uuid.UUID, document_id: uuid.UUID, title: str, text: str) ->
              "heading": title if i == 0 else ""} for i, c in enumerate(extract.chunks(text))]
 
 
+def _check_each(drafts: list[DocDraft]) -> None:
+    """Run in a thread: extracting a large HTML or markdown body is seconds of pure-Python CPU."""
+    for dr in drafts:
+        _check(dr)
+
+
 async def save_documents(s: AsyncSession, ws: uuid.UUID, actor: uuid.UUID | None,
                          drafts: list[DocDraft]) -> list[SavedDoc]:
     """Validate and write a batch; one bad draft fails only itself. Bulk statements throughout."""
-    for dr in drafts:
-        _check(dr)
+    await asyncio.to_thread(_check_each, drafts)
     existing = await _live_by_hash(s, ws, [dr.hash for dr in drafts if dr.hash and not dr.problems])
     now = datetime.now(UTC)
     results: list[SavedDoc] = []
@@ -244,6 +250,8 @@ def _one(saved: SavedDoc) -> tuple[Document, bool, bool]:
 
 async def _links(s: AsyncSession, ws: uuid.UUID, node_ids: Sequence[str], path: tuple[str, ...]
                  ) -> list[tuple[str, uuid.UUID]]:
+    if too_many := filters.list_problem(node_ids, path):
+        raise Invalid(too_many)
     live = await live_node_ids(s, ws, node_ids)
     bad = [Problem("No such node in this workspace", "NOT_FOUND", (*path, str(i)))
            for i, n in enumerate(node_ids) if n not in live]
@@ -357,7 +365,7 @@ async def finish_fetch(s: AsyncSession, ws: uuid.UUID, document_id: uuid.UUID, *
     if document is None or document.status != "PROCESSING":
         return None
     if error is None and body is not None and content_type is not None:
-        text = extract.extract(body, content_type)
+        text = await asyncio.to_thread(extract.extract, body, content_type)
         digest = extract.content_hash(text)
         other = (await _live_by_hash(s, ws, [digest])).get(digest)
         if not text:

@@ -29,6 +29,12 @@ class BadInput(ServiceError):
     code = "BAD_USER_INPUT"
 
 
+class TooComplex(ServiceError):
+    """A question past the work a server grants one request; the message says what to narrow."""
+
+    code = "QUERY_TOO_COMPLEX"
+
+
 class RateLimited(ServiceError):
     code = "RATE_LIMITED"
 

@@ -29,6 +29,7 @@ from app.jobs.adapters import (
     BadItem,
     Entry,
     PayloadError,
+    check_columns,
     csv_entries,
     csv_header,
     csv_rows,
@@ -66,10 +67,12 @@ class Target:
     With `prepare(items, start_index)`, the work on a batch that needs no database (parsing,
     validation) is split off: the worker does it a batch ahead, while PostgreSQL writes the
     batch before, and `function` takes its result instead of the raw items. With `steps`, the
-    worker checks a batch while the one before is written (see Steps).
+    worker checks a batch while the one before is written (see Steps). `fields` are the keys
+    an item may have (see `check_columns`), of which a CSV must have one.
     """
     scope: str
     function: ImportFn
+    fields: tuple[str, ...]
     needs_object_type: bool = False
     prepare: Callable[[list[dict[str, Any]], int], list[Any]] | None = None
     steps: Steps | None = None
@@ -77,12 +80,17 @@ class Target:
 
 TARGETS: dict[str, Target] = {
     "CONTACTS": Target(
-        jobs.TARGET_SCOPES["CONTACTS"], contacts.write_import, prepare=contacts.import_drafts,
-        steps=Steps(contacts.import_keys, contacts.check_import, contacts.write_checked),
+        jobs.TARGET_SCOPES["CONTACTS"], contacts.write_import,
+        ("fullName", "email", "id", "remoteId", "emails", "phone", "title", "company", "city", "state", "contactType",
+         "status", "tags", "customFields.*", "ownerId", "deleted"),
+        prepare=contacts.import_drafts, steps=Steps(contacts.import_keys, contacts.check_import, contacts.write_checked),
     ),
-    "ACTIVITY": Target(jobs.TARGET_SCOPES["ACTIVITY"], activity.import_activity),
-    "RECORDS": Target(jobs.TARGET_SCOPES["RECORDS"], records.import_records, needs_object_type=True),
-    "DOCUMENTS": Target(jobs.TARGET_SCOPES["DOCUMENTS"], documents.import_documents),
+    "ACTIVITY": Target(jobs.TARGET_SCOPES["ACTIVITY"], activity.import_activity, (
+        "contactId", "address", "type", "resourceId", "occurredAt", "summary", "participants", "metadata.*")),
+    "RECORDS": Target(jobs.TARGET_SCOPES["RECORDS"], records.import_records,
+                      ("id", "remoteId", "name", "displayName", "fields", "deleted"), needs_object_type=True),
+    "DOCUMENTS": Target(jobs.TARGET_SCOPES["DOCUMENTS"], documents.import_documents, (
+        "id", "title", "content", "url", "contentType", "tags", "metadata.*", "deleted")),
 }
 "Rebuilds derived relationship edges and intelligence from activity."
 RECOMPUTE_SCOPE = jobs.KIND_SCOPES["RECOMPUTE_RELATIONSHIPS"][0]
@@ -184,7 +192,7 @@ async def store_payload(s: AsyncSession, job: Job, chunks: AsyncIterator[bytes])
         first = True
         async for chunk in chunks:
             if first:
-                parse_mapping(job.params.get("fieldMapping"), csv_header(chunk))
+                await _check_csv_header(s, job, chunk)
                 first = False
             await s.execute(insert(JobPayloadChunk).values(job_id=job.id, workspace_id=job.workspace_id, seq=seq, data=chunk))
             seq += 1
@@ -201,7 +209,26 @@ async def store_payload(s: AsyncSession, job: Job, chunks: AsyncIterator[bytes])
         if blank:
             raise PayloadError("The payload is empty", ("input", "data"))
         spool.seek(0)
-        return sum(1 for _ in json_items(job.adapter or "", spool))  # reads it all: a payload that fails is refused
+        # reads it all, so a payload that fails is refused; in a thread: 100 MB of JSON is seconds of parsing
+        return await asyncio.to_thread(lambda: sum(1 for _ in json_items(job.adapter or "", spool)))
+
+
+async def _check_csv_header(s: AsyncSession, job: Job, first_chunk: bytes) -> None:
+    """The header row against the mapping, and against the fields of the target."""
+    header = csv_header(first_chunk)
+    mapping = job.params.get("fieldMapping")
+    columns = parse_mapping(mapping, header)
+    check_columns(columns, header, mapping is not None, job.target or "", await _item_fields(s, job))
+
+
+async def _item_fields(s: AsyncSession, job: Job) -> tuple[str, ...]:
+    """The keys an item of the job's target may have; a record's custom fields by their path
+    (fields.openedAt)."""
+    fields = TARGETS[job.target or ""].fields
+    if job.object_type_id is None:
+        return fields
+    ot = await object_types.get_object_type(s, job.workspace_id, job.object_type_id)
+    return (*fields, *(f"fields.{name}" for name in object_types.definitions(ot)))
 
 
 # ---------------------------------------------------------------- sync and recompute jobs

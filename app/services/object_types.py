@@ -47,6 +47,9 @@ COLUMN_OF = {
 TEXT_TYPES = ("STRING", "TEXT", "EMAIL", "URL", "SELECT", "MULTI_SELECT")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})$")
+"""A field name is a key of the record's JSON, bound as a parameter wherever SQL uses it, and the
+last part of a dotted CSV mapping (fields.openedAt): GraphQL-style, as the API's own names are."""
+FIELD_NAME = re.compile(r"(?!__)[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 @dataclass(frozen=True)
@@ -85,20 +88,23 @@ def format_datetime(value: datetime) -> str:
 
 
 def parse_datetime(value: Any) -> datetime:
-    if not isinstance(value, str) or not _DATETIME.match(value):
+    if not isinstance(value, str) or not _DATETIME.fullmatch(value):
         raise BadValue("must be an ISO 8601 date-time with a time zone, e.g. 2026-05-06T14:23:00Z")
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
         raise BadValue(f"is not a valid date-time: {exc}") from None
-    parsed = parsed.astimezone(UTC)
+    try:
+        parsed = parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is a time before year 1 in UTC
+        raise BadValue("is out of range") from None
     if parsed >= AT_ABSENT:
         raise BadValue("is out of range")
     return parsed
 
 
 def parse_date(value: Any) -> date:
-    if not isinstance(value, str) or not _DATE.match(value):
+    if not isinstance(value, str) or not _DATE.fullmatch(value):
         raise BadValue("must be a date YYYY-MM-DD")
     try:
         return date.fromisoformat(value)
@@ -168,7 +174,21 @@ def normalise(d: FieldDef, value: Any) -> Any:
         except Exception:  # noqa: BLE001 - any malformed id is the same bad value
             raise BadValue("must be the id of a node") from None
         return value
-    return value  # JSON: anything
+    if not finite_json(value):
+        raise BadValue("must be JSON: numbers must be finite")
+    return value  # JSON: anything else
+
+
+def finite_json(value: Any) -> bool:
+    """Whether a JSON value holds no NaN or infinity (a GraphQL literal 1e400 is one), which
+    JSON and jsonb cannot store."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(map(finite_json, value.values()))
+    if isinstance(value, list):
+        return all(map(finite_json, value))
+    return True
 
 
 def typed_value(d: FieldDef, value: Any) -> tuple[str, Any] | None:
@@ -249,9 +269,9 @@ def parse_definitions(raw: Sequence[dict[str, Any]], path: tuple[str, ...]) -> t
     for i, item in enumerate(raw):
         at = (*path, str(i))
         name, field_type = item.get("name") or "", item.get("fieldType")
-        if not MACHINE_NAME.match(name):
-            found.append(Problem(f"Field name {name!r} must be lower-case letters, digits and _, starting with a letter",
-                                 "INVALID", (*at, "name")))
+        if not isinstance(name, str) or not FIELD_NAME.fullmatch(name):
+            found.append(Problem(f"Field name {name!r} must be letters, digits and _ (not starting with a digit or __, "
+                                 "at most 63), e.g. openedAt or opened_at", "INVALID", (*at, "name")))
         elif name in seen:
             found.append(Problem(f"Field {name!r} is defined twice", "DUPLICATE", (*at, "name")))
         seen.add(name)
@@ -321,7 +341,7 @@ async def create_object_type(
 ) -> ObjectType:
     ws = p.require(WRITE)
     found = problems(check_text(display_name, ("input", "displayName")))
-    if not MACHINE_NAME.match(name or ""):
+    if not isinstance(name, str) or not MACHINE_NAME.fullmatch(name):
         found.append(Problem("name must be lower-case letters, digits and _ (starting with a letter, at most 63)",
                              "INVALID", ("input", "name")))
     defs, bad = parse_definitions(field_definitions, ("input", "fieldDefinitions"))

@@ -24,8 +24,8 @@ from app.services.access import Principal
 from app.services.batch import ItemOutcome
 from app.services.errors import BadInput, Invalid, Problem, not_found
 from app.services.object_types import (
-    AT_ABSENT, COLUMN_OF, NUM_ABSENT, READ, WRITE, BadValue, FieldDef, definitions, get_object_type, live_node_ids,
-    normalise, search_text, typed_value, value_rows,
+    AT_ABSENT, COLUMN_OF, NUM_ABSENT, READ, WRITE, BadValue, FieldDef, definitions, finite_json, get_object_type,
+    live_node_ids, normalise, search_text, typed_value, value_rows,
 )
 from app.services.pagination import ChildPages, Page, PageArgs, SortKey, decode_cursor, paginate
 from app.services.validation import check_text
@@ -409,6 +409,9 @@ def _json_condition(d: FieldDef, c: Any) -> ColumnElement[bool]:
     """TEXT, JSON and MULTI_SELECT conditions, on the record's jsonb (no index: use search for text)."""
     if any(getattr(c, op) is not None for op in ("gt", "gte", "lt", "lte")):
         raise BadInput(f"Comparisons do not apply to {d.field_type} fields ({d.name})")
+    for op in ("eq", "neq", "in_"):
+        if not finite_json(getattr(c, op)):
+            raise BadInput(f"Filter on {d.name} ({filters.camel(op)}): the value must be JSON: numbers must be finite")
     terms: list[ColumnElement[bool]] = []
     value = Record.fields[d.name]
     if c.eq is not None:
@@ -463,7 +466,7 @@ def _custom_key(stmt: Select[Any], ot: ObjectType, d: FieldDef, descending: bool
     column = COLUMN_OF.get(d.field_type)
     if column is None:
         raise BadInput(f"Records cannot be ordered by a {d.field_type} field ({d.name})")
-    o = RecordValue.__table__.alias(f"o_{d.name}")
+    o = RecordValue.__table__.alias()  # anonymous: the same field twice, or long names, never collide
     stmt = stmt.join(o, and_(o.c.record_id == Record.id, o.c.object_type_id == ot.id, o.c.field == d.name))
 
     def value(record: Record) -> Any:

@@ -10,17 +10,22 @@ they are computed on read, weigh 0, and appear only where their kinds are asked 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import re
+import time
 import uuid
+import weakref
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement, Select, and_, case, cast, delete, false, func, literal, null, or_, select, text, true, union_all,
+    ColumnElement, Select, and_, any_, case, cast, delete, distinct, false, func, literal, null, or_, select, text, true,
+    union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID, insert
 from sqlalchemy.exc import IntegrityError
@@ -31,7 +36,7 @@ from sqlalchemy.types import DateTime, Text
 from app.db.models import Contact, ContactIntelligence, ConversationParticipant, Relationship
 from app.services import contacts, filters, ids
 from app.services.access import Principal
-from app.services.errors import BadInput, Invalid, Problem, not_found
+from app.services.errors import BadInput, Invalid, Problem, RateLimited, TooComplex, not_found
 from app.services.intelligence import edge_weight
 from app.services.pagination import Page, PageArgs, SortKey, encode_cursor, paginate, written
 
@@ -166,6 +171,7 @@ def stored_kinds(kinds: Sequence[str] | None) -> ColumnElement[bool]:
     """Stored edges of the kinds asked for (all without any; virtual kinds are not stored)."""
     if not kinds:
         return true()
+    filters.check_list(kinds, ("kinds",))
     wanted = [k for k in kinds if k not in VIRTUAL]
     return Relationship.kind.in_(wanted) if wanted else false()
 
@@ -335,6 +341,10 @@ async def create_relationships(s: AsyncSession, p: Principal, inputs: list[dict[
     """All or nothing: every input's problems are reported, under `path` + its index when
     several. Inputs: sourceId, targetId (global ids of any registered node type), kind, weight, metadata."""
     ws = p.require(WRITE)
+    if not inputs:
+        raise Invalid(Problem("Give at least one relationship", "REQUIRED", path))
+    if too_many := filters.list_problem(inputs, path):
+        raise Invalid(too_many)
     problems: list[Problem] = []
     drafts: list[EdgeDraft] = []
     for i, item in enumerate(inputs):
@@ -553,6 +563,94 @@ async def move_endpoints(s: AsyncSession, ws: uuid.UUID, node_type: str, survivo
 
 
 # ---------------------------------------------------------------- the contact graph
+#
+# Graph questions are answered by PostgreSQL, hop by hop: each hop is one statement over the
+# relationships touching the frontier, and Python only keeps the frontier (at most one row per
+# contact reached). Every statement reads at most the relationship rows the question's budget
+# has left (a LIMIT), so neither the event loop nor the database does unbounded work, and a
+# question past its budget is refused with what to narrow.
+
+
+@dataclass(frozen=True)
+class GraphLimits:
+    """What one graph question may cost (the CTXGRAPH_GRAPH_* settings)."""
+
+    edges: int = 250_000
+    "relationship rows read by a walk or a path search"
+    nodes: int = 10_000
+    "contacts a walk or a path search reaches"
+    seconds: float = 5.0
+    "wall time, checked before each statement (each is bounded by the rows left)"
+    returned_edges: int = 5_000
+    "relationship rows among the contacts relationshipGraph returns"
+    concurrency: int = 1
+    "graph questions one process answers at once"
+
+    @classmethod
+    def of(cls, settings: Any) -> GraphLimits:
+        return cls(edges=settings.graph_budget_edges, nodes=settings.graph_budget_nodes,
+                   seconds=settings.graph_budget_ms / 1000, returned_edges=settings.graph_max_edges,
+                   concurrency=settings.graph_concurrency)
+
+
+WAITING_PER_TURN = 8
+
+
+@dataclass
+class _Turns:
+    slots: asyncio.Semaphore
+    waiting: int = 0
+
+
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turns] = weakref.WeakKeyDictionary()
+
+
+@contextlib.asynccontextmanager
+async def _turn(limits: GraphLimits) -> AsyncIterator[None]:
+    """Graph questions of one process take turns: each keeps a database core busy for up to its
+    budget, so on a small machine several at once would slow every other tenant's requests (and
+    each other) instead of finishing sooner. The line is bounded: past WAITING_PER_TURN waiting
+    questions a turn, the next is refused at once, to be retried."""
+    turns = _turns.get(asyncio.get_running_loop())
+    if turns is None:
+        turns = _turns[asyncio.get_running_loop()] = _Turns(asyncio.Semaphore(limits.concurrency))
+    if turns.waiting >= WAITING_PER_TURN * limits.concurrency:
+        raise RateLimited("This server is busy with other graph questions; try again shortly", 1)
+    turns.waiting += 1
+    try:
+        await turns.slots.acquire()
+    finally:
+        turns.waiting -= 1
+    try:
+        yield
+    finally:
+        turns.slots.release()
+
+
+@dataclass
+class Budget:
+    """The work left to one question; `narrow` says how the caller can ask for less."""
+
+    limits: GraphLimits
+    narrow: str
+    edges: int = 0
+    nodes: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def rows_left(self) -> int:
+        return self.limits.edges - self.edges
+
+    def spend(self, edges: int, nodes: int) -> None:
+        self.edges += edges
+        self.nodes += nodes
+        if self.edges > self.limits.edges:
+            raise TooComplex(f"this question reads more than {self.limits.edges:,} relationships: {self.narrow}")
+        if self.nodes > self.limits.nodes:
+            raise TooComplex(f"this question reaches more than {self.limits.nodes:,} contacts: {self.narrow}")
+
+    def check_time(self) -> None:
+        if time.monotonic() - self.started > self.limits.seconds:
+            raise TooComplex(f"this question takes longer than {self.limits.seconds:g} s: {self.narrow}")
 
 
 @dataclass
@@ -577,10 +675,11 @@ class Path:
     strength: float
 
 
-def _pairs(rows: Iterable[Relationship], now: datetime) -> dict[tuple[uuid.UUID, uuid.UUID], GraphEdge]:
+def _pairs(rows: Iterable[Any], now: datetime) -> dict[tuple[uuid.UUID, uuid.UUID], GraphEdge]:
     """Edges merged per contact pair: kinds together; weight the largest of the derived weight
-    (shared threads and calendar events counted together) and the manual ones."""
-    grouped: dict[tuple[uuid.UUID, uuid.UUID], list[Relationship]] = defaultdict(list)
+    (shared threads and calendar events counted together) and the manual ones. `rows` are
+    relationships, or rows with their columns."""
+    grouped: dict[tuple[uuid.UUID, uuid.UUID], list[Any]] = defaultdict(list)
     for r in rows:
         grouped[(min(r.source_id, r.target_id), max(r.source_id, r.target_id))].append(r)
     out = {}
@@ -590,13 +689,15 @@ def _pairs(rows: Iterable[Relationship], now: datetime) -> dict[tuple[uuid.UUID,
         weights = [e.weight for e in edges if e.kind not in DERIVED | VIRTUAL]
         if derived:
             n = sum(e.shared_thread_count + e.shared_calendar_count for e in derived)
-            weights.append(edge_weight(n, max(e.last_seen_at for e in derived if e.last_seen_at), now))
+            weights.append(edge_weight(n, max((e.last_seen_at for e in derived if e.last_seen_at), default=None), now))
         out[(a, b)] = GraphEdge(a, b, sorted({e.kind for e in edges}), round(max(weights, default=0.0), 4),
                                 max(seen) if seen else None)
     return out
 
 
 CONTACT_EDGE = and_(Relationship.source_type == "Contact", Relationship.target_type == "Contact", Relationship.is_active)
+EDGE_COLUMNS = (Relationship.source_id, Relationship.target_id, Relationship.kind, Relationship.weight,
+                Relationship.shared_thread_count, Relationship.shared_calendar_count, Relationship.last_seen_at)
 
 
 def _edge_filter(min_weight: float | None, kinds: Sequence[str] | None) -> ColumnElement[bool]:
@@ -608,13 +709,14 @@ def _edge_filter(min_weight: float | None, kinds: Sequence[str] | None) -> Colum
     return and_(*terms)
 
 
-async def _ranked_contacts(s: AsyncSession, ws: uuid.UUID, candidates: Sequence[uuid.UUID] | None,
-                           limit: int, keep: uuid.UUID | None) -> list[Contact]:
-    query = select(Contact).outerjoin(ContactIntelligence, ContactIntelligence.contact_id == Contact.id).where(
+async def _ranked_ids(s: AsyncSession, ws: uuid.UUID, candidates: Sequence[uuid.UUID] | None,
+                     limit: int, keep: uuid.UUID | None) -> list[uuid.UUID]:
+    """The strongest `limit` live contacts (of `candidates`, if given), `keep` first."""
+    query = select(Contact.id).outerjoin(ContactIntelligence, ContactIntelligence.contact_id == Contact.id).where(
         contacts.live(ws)
     )
     if candidates is not None:
-        query = query.where(Contact.id.in_(list(candidates)))
+        query = query.where(Contact.id == any_(_uuid_list(candidates)))
     first = case((Contact.id == keep, 0), else_=1) if keep else literal(1)
     return list(await s.scalars(query.order_by(first, contacts.STRENGTH_KEY.desc(), Contact.id).limit(limit)))
 
@@ -642,90 +744,202 @@ def _virtual_edges(nodes: list[Contact], kinds: Sequence[str]) -> list[Relations
     return out
 
 
+async def _hop(s: AsyncSession, ws: uuid.UUID, frontier: Sequence[uuid.UUID], edge_filter: ColumnElement[bool],
+               budget: Budget) -> set[uuid.UUID]:
+    """The live contacts one edge away from `frontier`, in one statement that reads at most the
+    relationship rows the budget has left (and one more, to tell that it ran out)."""
+    R = Relationship
+    ends = _uuid_list(frontier)
+    other = case((R.source_id == any_(ends), R.target_id), else_=R.source_id)
+    incident = select(other.label("other")).where(
+        R.workspace_id == ws, or_(R.source_id == any_(ends), R.target_id == any_(ends)), edge_filter,
+    ).limit(budget.rows_left() + 1).cte("incident")
+    read = select(func.count()).select_from(incident).scalar_subquery()
+    reached = select(func.array_agg(distinct(incident.c.other))).select_from(
+        incident.join(Contact, and_(Contact.id == incident.c.other, contacts.live(ws)))
+    ).scalar_subquery()
+    rows, found = (await s.execute(select(read, reached))).one()
+    budget.spend(rows, 0)
+    return set(found or ())
+
+
+async def _walk(s: AsyncSession, ws: uuid.UUID, focus: uuid.UUID, depth: int, edge_filter: ColumnElement[bool],
+                budget: Budget) -> list[uuid.UUID]:
+    """The contacts within `depth` hops of `focus`, breadth first: each contact is expanded once,
+    at its least depth (a recursive CTE over (id, depth) walks every path again at every depth)."""
+    seen, frontier = {focus}, [focus]
+    for _ in range(depth):
+        if not frontier:
+            break
+        budget.check_time()
+        frontier = list(await _hop(s, ws, frontier, edge_filter, budget) - seen)
+        budget.spend(0, len(frontier))
+        seen.update(frontier)
+    return list(seen)
+
+
+def _too_many_edges(nodes: int, cap: int) -> TooComplex:
+    return TooComplex(f"the {nodes:,} contacts of this graph have more than {cap:,} edges among them: "
+                      "lower limit or depth, raise minWeight, or name kinds")
+
+
+async def _stored_edges_among(s: AsyncSession, ws: uuid.UUID, node_ids: list[uuid.UUID], min_weight: float | None,
+                              kinds: Sequence[str] | None, cap: int) -> list[Any]:
+    """The relationship rows among `node_ids`, refused past `cap` (a dense neighbourhood of 1,000
+    contacts has up to ~500,000): PostgreSQL counts at most cap + 1 of them and sends them only
+    when they fit, so a refusal costs the loop nothing."""
+    R = Relationship
+    members = _uuid_list(node_ids)
+    among = select(*EDGE_COLUMNS).where(
+        R.workspace_id == ws, R.source_id == any_(members), R.target_id == any_(members), _edge_filter(min_weight, kinds),
+    ).limit(cap + 1).cte("among")
+    total = select(func.count().label("total")).select_from(among).cte("total")
+    rows = (await s.execute(select(total.c.total, *among.c).select_from(
+        total.outerjoin(among, total.c.total <= cap)
+    ))).all()
+    if rows[0].total > cap:
+        raise _too_many_edges(len(node_ids), cap)
+    return [r for r in rows if r.source_id is not None]
+
+
+async def _live_in_order(s: AsyncSession, p: Principal, node_ids: list[uuid.UUID]) -> list[Contact]:
+    found = await contacts.live_contacts_by_id(s, p, node_ids)
+    return [found[i] for i in node_ids if i in found]
+
+
 async def relationship_graph(
     s: AsyncSession, p: Principal, *, focus: uuid.UUID | None, depth: int, min_weight: float | None,
-    kinds: Sequence[str] | None, limit: int,
+    kinds: Sequence[str] | None, limit: int, limits: GraphLimits = GraphLimits(),
 ) -> Graph:
     """The contacts within `depth` hops of `focus` (or all), the strongest `limit` of them, and
-    the edges between those. One statement for the walk, one for the nodes, one for the edges."""
+    the edges between those: one statement per hop, one to rank the nodes, one for the edges,
+    one to load the nodes."""
     ws = p.require(READ)
     if not 0 <= depth <= 6:
         raise BadInput("depth must be between 0 and 6")
     if not 1 <= limit <= 1000:
         raise BadInput("limit must be between 1 and 1000")
-    candidates: list[uuid.UUID] | None = None
-    if focus is not None:
-        if not (await contacts.live_contacts_by_id(s, p, [focus])):
+    if focus is not None and not (await contacts.live_contacts_by_id(s, p, [focus])):
+        return Graph([], [])
+    async with _turn(limits):
+        candidates: list[uuid.UUID] | None = None
+        if focus is not None:
+            budget = Budget(limits, "lower depth, raise minWeight, or name kinds")
+            candidates = await _walk(s, ws, focus, depth, _edge_filter(min_weight, kinds), budget)
+        node_ids = await _ranked_ids(s, ws, candidates, limit, focus)
+        if not node_ids:
             return Graph([], [])
-        R = Relationship
-        walk = select(literal(focus, UUID(as_uuid=True)).label("id"), literal(0).label("depth")).cte("walk", recursive=True)
-        other = case((R.source_id == walk.c.id, R.target_id), else_=R.source_id)
-        step = (
-            select(other, walk.c.depth + 1)
-            .select_from(walk)
-            .join(R, and_(R.workspace_id == ws, or_(R.source_id == walk.c.id, R.target_id == walk.c.id)))
-            .join(Contact, and_(Contact.id == other, contacts.live(ws)))
-            .where(walk.c.depth < depth, _edge_filter(min_weight, kinds))
-        )
-        walk = walk.union(step)
-        candidates = list(await s.scalars(select(walk.c.id).distinct()))
-    nodes = await _ranked_contacts(s, ws, candidates, limit, focus)
-    node_ids = [c.id for c in nodes]
-    R = Relationship
-    rows = list(await s.scalars(select(R).where(
-        R.workspace_id == ws, R.source_id.in_(node_ids), R.target_id.in_(node_ids), _edge_filter(min_weight, kinds)
-    ))) if node_ids else []
-    if kinds:
-        rows += _virtual_edges(nodes, kinds)
-    return Graph(nodes, list(_pairs(rows, datetime.now(UTC)).values()))
+        stored = await _stored_edges_among(s, ws, node_ids, min_weight, kinds, limits.returned_edges)
+    nodes = await _live_in_order(s, p, node_ids)
+    edges = list(_pairs(stored + (_virtual_edges(nodes, kinds) if kinds else []), datetime.now(UTC)).values())
+    if len(edges) > limits.returned_edges:
+        raise _too_many_edges(len(nodes), limits.returned_edges)
+    return Graph(nodes, edges)
 
 
-async def introduction_path(s: AsyncSession, p: Principal, start: uuid.UUID | None, goal: uuid.UUID | None, max_depth: int) -> Path | None:
+# One layer of the hop-bounded shortest path on -ln(weight): from each frontier contact (with the
+# cost of its best path of exactly the previous number of hops) across every contact edge (kinds
+# merged per pair as `_pairs` does), the cheapest arrival at each live contact, below :bound.
+LAYER = text("""
+WITH frontier AS (
+  SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:costs AS float8[])) AS f(id, cost)
+), incident AS MATERIALIZED (
+  SELECT source_id, target_id, kind, weight, shared_thread_count + shared_calendar_count AS n, last_seen_at
+  FROM relationships
+  WHERE workspace_id = :ws AND source_type = 'Contact' AND target_type = 'Contact' AND is_active
+    AND (source_id = ANY(CAST(:ids AS uuid[])) OR target_id = ANY(CAST(:ids AS uuid[])))
+    AND (CAST(:goal AS uuid) IS NULL OR source_id = CAST(:goal AS uuid) OR target_id = CAST(:goal AS uuid))
+  LIMIT :rows
+), pairs AS (
+  SELECT least(source_id, target_id) AS a, greatest(source_id, target_id) AS b,
+         round(greatest(coalesce(max(weight) FILTER (WHERE kind <> ALL(CAST(:derived AS text[]))), 0),
+                        ctx_edge_weight(CAST(sum(n) FILTER (WHERE kind = ANY(CAST(:derived AS text[]))) AS integer),
+                                        max(last_seen_at) FILTER (WHERE kind = ANY(CAST(:derived AS text[])))))::numeric,
+               4)::float8 AS w
+  FROM incident GROUP BY 1, 2
+), steps AS (
+  SELECT p.b AS node, f.id AS via, f.cost - ln(p.w) AS cost FROM pairs p JOIN frontier f ON f.id = p.a WHERE p.w > 0
+  UNION ALL
+  SELECT p.a, f.id, f.cost - ln(p.w) FROM pairs p JOIN frontier f ON f.id = p.b WHERE p.w > 0
+)
+SELECT (SELECT count(*) FROM incident), array_agg(best.node), array_agg(best.via), array_agg(best.cost)
+FROM (SELECT DISTINCT ON (node) node, via, cost FROM steps WHERE cost < :bound ORDER BY node, cost, via) best
+JOIN contacts c ON c.id = best.node AND c.workspace_id = :ws AND c.deleted_at IS NULL
+""")
+EPSILON = 1e-12
+Label = tuple[float, uuid.UUID | None]
+
+
+async def _layer(s: AsyncSession, ws: uuid.UUID, frontier: dict[uuid.UUID, float], bound: float,
+                 goal: uuid.UUID | None, budget: Budget) -> dict[uuid.UUID, Label]:
+    """{contact: (cost, previous contact)} one hop further (only into `goal`, if given)."""
+    result = await s.execute(LAYER, {
+        "ws": ws, "ids": list(frontier), "costs": list(frontier.values()), "goal": goal, "bound": bound,
+        "rows": budget.rows_left() + 1, "derived": sorted(DERIVED),
+    })
+    rows, nodes, vias, costs = result.one()
+    budget.spend(rows, 0)
+    return dict(zip(nodes or (), zip(costs or (), vias or ())))
+
+
+async def _cheapest_chain(s: AsyncSession, ws: uuid.UUID, start: uuid.UUID, goal: uuid.UUID, max_depth: int,
+                          budget: Budget) -> list[uuid.UUID] | None:
+    """The contacts of the cheapest chain of at most `max_depth` edges, by layers: layer h keeps,
+    per contact, the cheapest arrival in exactly h hops, and only if it beats every arrival in
+    fewer hops (otherwise any chain through it is beaten by one through the earlier arrival).
+    Costs are >= 0, so the best chain never repeats a contact. Once the goal is reached, nothing
+    costlier is followed; the last layer reads only edges into the goal."""
+    best: dict[uuid.UUID, float] = {start: 0.0}
+    layers: list[dict[uuid.UUID, Label]] = [{start: (0.0, None)}]
+    frontier, bound = {start: 0.0}, math.inf
+    for hop in range(1, max_depth + 1):
+        if not frontier:
+            break
+        budget.check_time()
+        arrivals = await _layer(s, ws, frontier, bound, goal if hop == max_depth else None, budget)
+        kept = {n: label for n, label in arrivals.items() if label[0] < best.get(n, math.inf) - EPSILON}
+        budget.spend(0, len(kept.keys() - best.keys()))
+        best.update((n, label[0]) for n, label in kept.items())
+        layers.append(kept)
+        if goal in kept:
+            bound = kept[goal][0]
+        frontier = {n: cost for n, (cost, _) in kept.items() if n != goal and cost < bound}
+    reached = [h for h, layer in enumerate(layers) if goal in layer]
+    if not reached:
+        return None
+    chain, hop = [goal], min(reached, key=lambda h: layers[h][goal][0])
+    while hop > 0:
+        chain.append(layers[hop][chain[-1]][1])  # type: ignore[arg-type]
+        hop -= 1
+    return chain[::-1]
+
+
+async def introduction_path(s: AsyncSession, p: Principal, start: uuid.UUID | None, goal: uuid.UUID | None,
+                            max_depth: int, limits: GraphLimits = GraphLimits()) -> Path | None:
     """The chain of at most `max_depth` edges from `start` to `goal` whose weights have the
-    largest product (shortest path on -ln(weight), hop-bounded Bellman-Ford); one statement per hop."""
+    largest product (the shortest path on -ln(weight)), searched by PostgreSQL one hop a
+    statement; then the chain's edges as the graph shows them."""
     ws = p.require(READ)
     if not 1 <= max_depth <= 6:
         raise BadInput("maxDepth must be between 1 and 6")
     found = await contacts.live_contacts_by_id(s, p, [i for i in (start, goal) if i])
     if start not in found or goal not in found:
         return None
+    assert start is not None and goal is not None
     if start == goal:
         return Path([found[start]], [], 1.0)
-    now = datetime.now(UTC)
-    R = Relationship
-    pairs: dict[tuple[uuid.UUID, uuid.UUID], GraphEdge] = {}
-    seen, frontier = {start}, {start}
-    for _ in range(max_depth):
-        if not frontier:
-            break
-        ids_ = list(frontier)
-        rows = await s.scalars(select(R).where(
-            R.workspace_id == ws, CONTACT_EDGE, or_(R.source_id.in_(ids_), R.target_id.in_(ids_)),
-        ))
-        step = _pairs(rows, now)
-        pairs.update(step)
-        reached = {x for pair in step for x in pair}
-        frontier = reached - seen
-        seen |= reached
-    live_ids = set(await s.scalars(select(Contact.id).where(contacts.live(ws), Contact.id.in_(list(seen)))))
-    adjacency: dict[uuid.UUID, list[tuple[uuid.UUID, GraphEdge]]] = defaultdict(list)
-    for (a, b), edge in pairs.items():
-        if edge.weight > 0 and a in live_ids and b in live_ids:
-            adjacency[a].append((b, edge))
-            adjacency[b].append((a, edge))
-    best: dict[uuid.UUID, tuple[float, list[uuid.UUID], list[GraphEdge]]] = {start: (0.0, [start], [])}
-    for _ in range(max_depth):
-        nxt = dict(best)
-        for node, (cost, path, edges) in best.items():
-            for other, edge in adjacency[node]:
-                if other in path:
-                    continue
-                c = cost - math.log(edge.weight)
-                if other not in nxt or c < nxt[other][0] - 1e-12:
-                    nxt[other] = (c, [*path, other], [*edges, edge])
-        best = nxt
-    if goal not in best:
+    async with _turn(limits):
+        chain = await _cheapest_chain(s, ws, start, goal, max_depth, Budget(limits, "lower maxDepth"))
+    if chain is None:
         return None
-    cost, path, edges = best[goal]
-    rows_by_id = await contacts.live_contacts_by_id(s, p, path)
-    return Path([rows_by_id[c] for c in path], edges, round(math.exp(-cost), 6))
+    R = Relationship
+    links = list(zip(chain, chain[1:]))
+    rows = await s.execute(select(*EDGE_COLUMNS).where(R.workspace_id == ws, CONTACT_EDGE, or_(*(
+        or_(and_(R.source_id == a, R.target_id == b), and_(R.source_id == b, R.target_id == a)) for a, b in links
+    ))))
+    pairs = _pairs(rows, datetime.now(UTC))
+    edges = [pairs[(min(a, b), max(a, b))] for a, b in links]
+    cost = 0.0
+    for edge in edges:
+        cost -= math.log(edge.weight)
+    return Path(await _live_in_order(s, p, chain), edges, round(math.exp(-cost), 6))

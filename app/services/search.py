@@ -7,6 +7,7 @@ functions of migration 0003, so that their GIN indexes are used under row-level 
 
 from __future__ import annotations
 
+import html
 import re
 import uuid
 from collections.abc import Sequence
@@ -23,7 +24,11 @@ from app.services.errors import BadInput
 
 MAX_QUERY = 500
 MAX_HITS = 100
-SNIPPET_OPTIONS = "StartSel=<mark>, StopSel=</mark>, MaxWords=30, MinWords=12, MaxFragments=2, FragmentDelimiter=\" … \""
+# ts_headline marks the terms with two private-use characters, removed from the text beforehand,
+# so that the snippet can be HTML-escaped whole and only those become <mark> tags: stored text is
+# never markup (a document may hold `<img src=x onerror=...>`), and a browser renders snippets.
+_START, _STOP = "\ue000", "\ue001"
+SNIPPET_OPTIONS = f"StartSel={_START}, StopSel={_STOP}, MaxWords=30, MinWords=12, MaxFragments=2, FragmentDelimiter=\" … \""
 TYPES = {"CONTACT": "contacts:read", "RECORD": "records:read", "DOCUMENT": "documents:read"}
 _TOKEN = re.compile(r'"([^"]*)"|(\S+)')
 
@@ -54,6 +59,17 @@ def tsquery(text: str) -> ColumnElement[Any]:
     return query
 
 
+def _headline(text: ColumnElement[Any], q: ColumnElement[Any]) -> ColumnElement[Any]:
+    return func.ts_headline("english", func.translate(text, _START + _STOP, ""), q, SNIPPET_OPTIONS)
+
+
+def snippet_html(headline: str | None) -> str | None:
+    """The headline as HTML: its text escaped, its marked terms in <mark> tags."""
+    if headline is None:
+        return None
+    return html.escape(headline, quote=True).replace(_START, "<mark>").replace(_STOP, "</mark>")
+
+
 def record_ids_matching(text: str) -> Select[Any]:
     matches = func.ctxgraph_record_matches(tsquery(text)).table_valued("record_id", "rank")
     return select(matches.c.record_id)
@@ -79,10 +95,10 @@ async def _record_hits(s: AsyncSession, ws: uuid.UUID, q: ColumnElement[Any], li
            .order_by(matches.c.rank.desc(), matches.c.record_id).limit(limit).subquery())
     text = Record.name + literal("\n") + Record.search_text
     rows = await s.execute(
-        select(top.c.record_id, top.c.rank, func.ts_headline("english", text, q, SNIPPET_OPTIONS))
+        select(top.c.record_id, top.c.rank, _headline(text, q))
         .join(Record, Record.id == top.c.record_id).where(Record.workspace_id == ws)
     )
-    return [Hit("Record", rid, float(rank), snippet) for rid, rank, snippet in rows]
+    return [Hit("Record", rid, float(rank), snippet_html(snippet)) for rid, rank, snippet in rows]
 
 
 async def _document_hits(s: AsyncSession, ws: uuid.UUID, q: ColumnElement[Any], limit: int) -> list[Hit]:
@@ -96,10 +112,10 @@ async def _document_hits(s: AsyncSession, ws: uuid.UUID, q: ColumnElement[Any], 
     top = select(best).order_by(best.c.rank.desc(), best.c.document_id).limit(limit).subquery()
     text = DocumentChunk.heading + literal("\n") + DocumentChunk.content
     rows = await s.execute(
-        select(top.c.document_id, top.c.rank, func.ts_headline("english", text, q, SNIPPET_OPTIONS))
+        select(top.c.document_id, top.c.rank, _headline(text, q))
         .join(DocumentChunk, DocumentChunk.id == top.c.chunk_id).where(DocumentChunk.workspace_id == ws)
     )
-    return [Hit("Document", did, float(rank), snippet) for did, rank, snippet in rows]
+    return [Hit("Document", did, float(rank), snippet_html(snippet)) for did, rank, snippet in rows]
 
 
 async def _contact_hits(s: AsyncSession, ws: uuid.UUID, q: ColumnElement[Any], limit: int) -> list[Hit]:
@@ -111,11 +127,11 @@ async def _contact_hits(s: AsyncSession, ws: uuid.UUID, q: ColumnElement[Any], l
         func.to_tsvector("english", text))
     rank = func.ts_rank_cd(vector, q, 1).label("rank")
     rows = await s.execute(
-        select(Contact.id, rank, func.ts_headline("english", text, q, SNIPPET_OPTIONS))
+        select(Contact.id, rank, _headline(text, q))
         .where(Contact.workspace_id == ws, Contact.deleted_at.is_(None), vector.op("@@")(q))
         .order_by(rank.desc(), Contact.id).limit(limit)
     )
-    return [Hit("Contact", cid, float(r), snippet) for cid, r, snippet in rows]
+    return [Hit("Contact", cid, float(r), snippet_html(snippet)) for cid, r, snippet in rows]
 
 
 async def search(s: AsyncSession, p: Principal, text: str, types: Sequence[str] | None, first: int) -> list[Hit]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -16,9 +17,12 @@ from app.services import filters
 from app.services.access import Principal
 from app.services.errors import Invalid, Problem, not_found
 from app.services.pagination import Page, PageArgs, SortKey, paginate
-from app.services.validation import MACHINE_NAME, check_text, problems
+from app.services.validation import check_text, problems
 
 READ, WRITE = "sources:read", "sources:write"
+"""A lower-case slug (imap-acme, crm_eu): what a machine name was (letters, digits and _,
+starting with a letter, at most 63) and hyphens, as names of mailboxes and hosts have them."""
+SOURCE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 PROVIDERS = ("API", "FILE", "IMAP", "GOOGLE_WORKSPACE", "MICROSOFT_365")
 
 FILTER_FIELDS: filters.FieldMap = {
@@ -81,8 +85,9 @@ async def create_source(
 ) -> Source:
     ws = p.require(WRITE)
     found = problems(check_text(display_name, ("input", "displayName")))
-    if not MACHINE_NAME.match(name or ""):
-        found.append(Problem("name must be lower-case letters, digits and _ (starting with a letter, at most 63)", "INVALID", ("input", "name")))
+    if not isinstance(name, str) or not SOURCE_NAME.fullmatch(name):
+        found.append(Problem("name must be a lower-case slug: letters, digits, - and _, starting with a letter, "
+                             "at most 63 characters (e.g. imap-acme)", "INVALID", ("input", "name")))
     if provider not in PROVIDERS:
         found.append(Problem(f"Unknown provider {provider}", "INVALID", ("input", "provider")))
     found += _check_config(config, credentials)
