@@ -168,6 +168,16 @@ async def bob(api: Api) -> Account:
     return await sign_up(api, workspace="Bob Co")
 
 
+def early_in_a_window(needed: float = 15.0) -> float:
+    """The seconds to wait before a test that counts against per-minute budgets, so that all its
+    counts fall in one window (rate limits and failure budgets count in fixed minutes): none
+    early in a minute."""
+    import time
+
+    into = time.time() % 60
+    return 0.0 if into < 60 - needed else 60 - into + 0.05
+
+
 def with_settings(settings: Settings, **changes: Any) -> Settings:
     return replace(settings, **changes)
 

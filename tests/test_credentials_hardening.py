@@ -30,7 +30,7 @@ import yaml
 from app.config import Settings
 from app.http import create_app
 from app.security import sha256
-from tests.conftest import Account, Api, served, sign_up
+from tests.conftest import Account, Api, early_in_a_window, served, sign_up
 
 GQL = "application/graphql-response+json"
 VIEWER = "{ viewer { scopes } }"
@@ -53,6 +53,7 @@ def _address() -> str:
 @contextlib.asynccontextmanager
 async def app_with(settings: Settings, **changes: Any) -> AsyncIterator[tuple[Api, Any]]:
     """The app with `changes`, reached from an address of its own (fresh budgets), and the app."""
+    await asyncio.sleep(early_in_a_window())
     app = create_app(replace(settings, **changes))
     transport = httpx.ASGITransport(app=app, client=(_address(), 40000))
     try:
@@ -232,6 +233,7 @@ def test_forwarded_addresses_are_believed_only_from_trusted_proxies(settings: Se
     new X-Forwarded-For each time gets no new budget unless it is a trusted proxy."""
     isolated = replace(settings, rate_limit_per_minute=2)
     spoofed = [_address() for _ in range(4)]
+    time.sleep(early_in_a_window(needed=20))
     with served(replace(isolated, broker_namespace=f"xff-{uuid.uuid4().hex[:8]}")) as url:
         assert _anonymous_statuses(url, spoofed)[2:] == [429, 429]
     trusted = replace(isolated, trusted_proxies=("10.255.0.0/16", "127.0.0.1"), broker_namespace=f"xff-{uuid.uuid4().hex[:8]}")
@@ -338,6 +340,7 @@ async def test_socket_authentication_spends_the_same_budgets(api: Api, settings:
 
     target, _ = await new_key(api, alice)
     tight = replace(settings, auth_failures_per_credential=2)
+    await asyncio.sleep(early_in_a_window())
     with served(tight) as url:
         for _ in range(3):
             async with connect(url.replace("http://", "ws://") + "/graphql", subprotocols=["graphql-transport-ws"]) as ws:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import secrets
 from collections.abc import AsyncIterator
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 
 from app.http import create_app
-from tests.conftest import Account, Api
+from tests.conftest import Account, Api, early_in_a_window
 
 GQL = "application/graphql-response+json"
 
@@ -21,6 +22,7 @@ GQL = "application/graphql-response+json"
 async def api_with(settings: Any, **changes: Any) -> AsyncIterator[Api]:
     """The app with `changes`, reached from an address of its own: what other tests' requests
     counted against theirs (failed authentications included) leaves its budgets alone."""
+    await asyncio.sleep(early_in_a_window())
     app = create_app(replace(settings, **changes))
     address = f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
     transport = httpx.ASGITransport(app=app, client=(address, 40000))
