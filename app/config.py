@@ -60,7 +60,10 @@ class Settings:
     refresh_token_ttl: int = 30 * 24 * 3600
     graphiql: bool = True
     introspection: bool = True
+    "Origins whose pages may open WebSockets (`*` for any); empty: the CORS origins."
     allowed_origins: tuple[str, ...] = ()
+    "Origins whose pages may call the API over HTTP (CORS; exact origins, `*` for any): none by default."
+    cors_origins: tuple[str, ...] = ()
     rate_limit_per_minute: int = 1200
     "Failed authentications a minute of one credential (an API key's prefix, a login's email) before it waits."
     auth_failures_per_credential: int = 20
@@ -146,6 +149,7 @@ class Settings:
             graphiql=_bool(e.get("CTXGRAPH_GRAPHIQL"), True),
             introspection=_bool(e.get("CTXGRAPH_INTROSPECTION"), True),
             allowed_origins=_list(e.get("CTXGRAPH_ALLOWED_ORIGINS")),
+            cors_origins=_list(e.get("CTXGRAPH_CORS_ORIGINS")),
             rate_limit_per_minute=_int(e.get("CTXGRAPH_RATE_LIMIT_PER_MINUTE"), 1200),
             auth_failures_per_credential=_int(e.get("CTXGRAPH_AUTH_FAILURES_PER_CREDENTIAL"), 20),
             auth_failures_per_address=_int(e.get("CTXGRAPH_AUTH_FAILURES_PER_ADDRESS"), 3000),

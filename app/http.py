@@ -27,6 +27,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -59,6 +60,10 @@ log = logging.getLogger("ctxgraph.http")
 
 JSON = "application/json"
 GRAPHQL_RESPONSE = "application/graphql-response+json"
+# What a page on a CORS origin may send: the credentials, the workspace, and the headers that
+# mark a request as preflighted (Apollo's included).
+CORS_REQUEST_HEADERS = ("authorization", "content-type", "x-api-key", "x-workspace-id", "x-request-id",
+                        "graphql-require-preflight", "apollo-require-preflight", "x-apollo-operation-name")
 PREFLIGHT_HEADERS = (b"graphql-require-preflight", b"apollo-require-preflight", b"x-apollo-operation-name")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -257,7 +262,7 @@ class GraphQLView(GraphQL):
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
             multipart_uploads_enabled=True,
             max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
-            allowed_origins=settings.allowed_origins,
+            allowed_origins=settings.allowed_origins or settings.cors_origins,
         )
         self.services = services
 
@@ -512,4 +517,11 @@ def create_app(settings: Settings) -> Starlette:
     app.state.services = services
     app.state.admission = Admission(services.db, services.redis, settings)
     app.add_middleware(Gate, settings=settings)
+    if settings.cors_origins:  # outermost: preflights are answered, and every answer (errors too) is readable
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+            allow_headers=list(CORS_REQUEST_HEADERS), expose_headers=["x-request-id", "retry-after"],
+            allow_credentials=False,  # credentials travel in headers, never cookies: `*` stays safe
+            max_age=600,
+        )
     return app

@@ -40,14 +40,17 @@ UNAVAILABLE = "Service unavailable; try again later"
 
 
 def credentials(params: Any) -> dict[str, Any]:
-    """The `authenticate` arguments a connection_init payload carries."""
-    params = params if isinstance(params, dict) else {}
+    """The `authenticate` arguments a connection_init payload carries: authorization, apiKey,
+    workspaceId."""
+    named = {str(k).lower(): v for k, v in params.items()} if isinstance(params, dict) else {}
 
-    def text(name: str) -> str | None:  # anything but a string is no credential
-        value = params.get(name)
+    def text(*names: str) -> str | None:  # anything but a string is no credential
+        value = next((named[n] for n in names if n in named), None)
         return value if isinstance(value, str) else None
 
-    return {"authorization": text("authorization"), "api_key": text("apiKey"), "workspace": text("workspaceId")}
+    # Any case, and the HTTP headers' names too: GraphiQL sends its headers editor's JSON as it is typed.
+    return {"authorization": text("authorization"), "api_key": text("apikey", "x-api-key"),
+            "workspace": text("workspaceid", "x-workspace-id")}
 
 
 def _subscribe_problem(message: Any) -> str | None:

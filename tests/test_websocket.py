@@ -51,8 +51,20 @@ async def test_api_key_in_connection_init(server: str, api: Api, alice: Account)
     await ws.close()
 
 
+async def test_connection_params_are_read_in_any_case_and_under_the_header_names(server: str, api: Api, alice: Account) -> None:
+    """As GraphiQL's headers editor sends them: {"Authorization": ...}, {"X-API-Key": ...}."""
+    secret = (await api.data('mutation { createApiKey(input: {name: "ws2", scopes: ["sources:read"]}) { secret } }',
+                             **alice.auth))["createApiKey"]["secret"]
+    for payload in ({"Authorization": f"Bearer {alice.token}", "X-Workspace-Id": alice.workspace_id},
+                    {"X-API-Key": secret}, {"APIKEY": secret}):
+        ws, ack = await handshake(server, payload)
+        assert ack == {"type": "connection_ack"}, payload
+        await ws.close()
+
+
 @pytest.mark.parametrize("payload", [
     {},
+    {"apiKey": 12345},
     {"authorization": "Bearer not-a-token"},
     {"apiKey": "cgk_unknown"},
     {"authorization": "Basic abc"},
