@@ -370,6 +370,9 @@ class GraphQLView(GraphQL):
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
         sub_response = await super().get_sub_response(request)
         sub_response.media_type = request.scope.get("state", {}).get("media") or JSON  # as the gate negotiated it
+        if request.scope.get("method") == "GET":  # cacheable by URL: no shared cache may serve one caller's answer to another
+            sub_response.headers["cache-control"] = "private, no-store"
+            sub_response.headers["vary"] = "Authorization, X-API-Key, X-Workspace-Id"
         request.scope.setdefault("state", {})["sub_response"] = sub_response
         return sub_response
 

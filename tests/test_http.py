@@ -81,6 +81,16 @@ async def test_get_serves_queries_but_refuses_mutations(api: Api) -> None:
     assert refused.status_code == 405 and refused.headers["allow"] == "POST"
 
 
+async def test_get_answers_are_never_shared_between_callers(api: Api, alice: Account) -> None:
+    """A GET is cacheable by URL: the answer says no cache may keep it, and on what it depends."""
+    query = {"query": "{ viewer { user { email } } }"}
+    for headers in ({"accept": GQL}, {"accept": GQL, "authorization": f"Bearer {alice.token}"}):
+        answer = await api.http.get("/graphql", params=query, headers=headers)
+        assert answer.status_code == 200
+        assert answer.headers["cache-control"] == "private, no-store"
+        assert {v.strip().lower() for v in answer.headers["vary"].split(",")} >= {"authorization", "x-api-key", "x-workspace-id"}
+
+
 async def test_graphiql_for_browsers(api: Api) -> None:
     page = await api.http.get("/graphql", headers={"accept": "text/html"})
     assert page.status_code == 200 and "graphiql" in page.text.lower()
