@@ -46,7 +46,8 @@ def _parse(value: object) -> datetime:
 
 DateTime = strawberry.scalar(
     name="DateTime",
-    description='ISO 8601 in UTC, e.g. "2026-05-06T14:23:00Z"',
+    description='ISO 8601 in UTC, e.g. "2026-05-06T14:23:00Z"; as input, any offset (converted to UTC).',
+    specified_by_url="https://www.rfc-editor.org/rfc/rfc3339",
     serialize=_serialize,
     parse_value=_parse,
 )
