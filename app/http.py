@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -29,8 +30,9 @@ from redis.backoff import NoBackoff
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -60,6 +62,10 @@ log = logging.getLogger("ctxgraph.http")
 
 JSON = "application/json"
 GRAPHQL_RESPONSE = "application/graphql-response+json"
+GRAPHIQL = Path(__file__).parent / "graphiql"
+GRAPHIQL_PAGE = (GRAPHIQL / "index.html").read_text()
+GRAPHIQL_CSP = ("default-src 'self'; img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
+                "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 # What a page on a CORS origin may send: the credentials, the workspace, and the headers that
 # mark a request as preflighted (Apollo's included).
 CORS_REQUEST_HEADERS = ("authorization", "content-type", "x-api-key", "x-workspace-id", "x-request-id",
@@ -288,6 +294,11 @@ class GraphQLView(GraphQL):
             response = error_response(status, getattr(exc, "reason", str(exc)), "BAD_USER_INPUT", media, headers)
         await response(scope, receive, send)
 
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """GraphiQL with every asset from this server (`app/graphiql`): it works offline, and
+        the page may load and connect to nothing but this origin."""
+        return HTMLResponse(GRAPHIQL_PAGE, headers={"content-security-policy": GRAPHIQL_CSP})
+
     async def _json_body(self, request: Request) -> dict[str, Any] | None:
         """A POSTed JSON body, parsed once (`decode_json` hands the same value to Strawberry), off
         the event loop when large; None when there is none or it is not an acceptable object (the
@@ -514,6 +525,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
+            *([Mount("/graphiql", StaticFiles(directory=GRAPHIQL))] if settings.graphiql else []),
         ],
         lifespan=lifespan,
     )

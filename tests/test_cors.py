@@ -127,18 +127,23 @@ def page_server() -> Iterator[tuple[str, dict[str, str]]]:
         server.shutdown()
 
 
-def browser_text(url: str) -> str:
-    """The page's result text once its scripts have run, rendered by headless Chromium."""
+def dump_dom(url: str) -> str:
+    """The page's DOM once its scripts have run, rendered by headless Chromium."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed (.ci/run installs it)")
     with tempfile.TemporaryDirectory() as profile:
-        dom = subprocess.run(
+        return subprocess.run(
             [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={profile}", "--virtual-time-budget=15000", "--dump-dom", url],
             capture_output=True, text=True, timeout=90, check=True,
         ).stdout
+
+
+def browser_text(url: str) -> str:
+    """The page's result text once its scripts have run."""
+    dom = dump_dom(url)
     start = dom.index('<pre id="out">') + len('<pre id="out">')
     return html.unescape(dom[start:dom.index("</pre>", start)])
 
