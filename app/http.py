@@ -130,6 +130,16 @@ def unavailable(media: str | None) -> Response:
     return error_response(503, outages.MESSAGE, outages.CODE, media, retry)
 
 
+def _refusal_status(code: str, media: str | None) -> int:
+    """The status of a credential refused at the gate. As application/json, a GraphQL error like
+    any other (200), as a missing credential is answered: Apollo and urql would otherwise surface
+    a bad token as a network error and a missing one as a GraphQL error. As
+    application/graphql-response+json, the spec's 4xx."""
+    if media == JSON and code in ("UNAUTHENTICATED", "FORBIDDEN"):
+        return 200
+    return STATUS_OF.get(code, 400)
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -246,7 +256,7 @@ class Gate:
             principal, retry_after = await admission.admit(credential, request.client.host if request.client else "unknown")
         except ServiceError as exc:
             retry = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
-            return error_response(STATUS_OF.get(exc.code, 400), exc.message, exc.code, media, retry)
+            return error_response(_refusal_status(exc.code, media), exc.message, exc.code, media, retry)
         scope["state"]["principal"] = principal
         if retry_after is not None:
             return error_response(

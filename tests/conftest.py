@@ -168,6 +168,13 @@ async def bob(api: Api) -> Account:
     return await sign_up(api, workspace="Bob Co")
 
 
+def unauthenticated(response: httpx.Response) -> bool:
+    """Whether a request's credential was refused, as an application/json client sees it: 200 and
+    one UNAUTHENTICATED error (application/graphql-response+json gets 401)."""
+    errors = response.json().get("errors") or [] if response.status_code == 200 else []
+    return [(e.get("extensions") or {}).get("code") for e in errors] == ["UNAUTHENTICATED"]
+
+
 def early_in_a_window(needed: float = 15.0) -> float:
     """The seconds to wait before a test that counts against per-minute budgets, so that all its
     counts fall in one window (rate limits and failure budgets count in fixed minutes): none
