@@ -3,7 +3,8 @@
 Builds a 300-contact clique (44,850 relationships, SQL generate_series) in a fresh workspace of a
 scratch database, serves the API as `ctxgraph serve --no-worker` (one process), and for each
 heavy query runs 4 clients back to back on it while a client of another tenant times a trivial
-query (`contacts(first: 5)`) one request after another. Prints the heavy queries' latency and
+query (`contacts(first: 5)`) one request after another; every query is sent as Apollo Client
+sends it (named, `__typename` on every selection, sizes as variables). Prints the heavy queries' latency and
 answers (path length and strength, node and edge counts, or the error code) and the other
 tenant's p50 / p99 / max, idle first for reference.
 
@@ -33,11 +34,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from jobs_support import env_of, free_port, process, scratch_settings, sign_up, wait_healthy  # noqa: E402
 
 HEAVY_CLIENTS = 4
-TRIVIAL = "{ contacts(first: 5) { edges { node { id fullName } } } }"
-PATH = """query($from: ID!, $to: ID!) { introductionPath(from: $from, to: $to, maxDepth: 6) {
-  contacts { id } edges { weight } strength } }"""
-GRAPH = """query($focus: ID!) { relationshipGraph(focus: $focus, depth: 6, limit: 1000) {
-  nodes { id fullName } edges { source target kinds weight lastSeenAt } } }"""
+# As Apollo Client sends them: named operations, __typename on every selection, sizes as variables.
+TRIVIAL = """query Bystander($first: Int!) { contacts(first: $first) { __typename
+  edges { __typename node { __typename id fullName } } } }"""
+PATH = """query IntroductionPath($from: ID!, $to: ID!, $maxDepth: Int) {
+  introductionPath(from: $from, to: $to, maxDepth: $maxDepth) { __typename
+    contacts { __typename id } edges { __typename weight } strength } }"""
+GRAPH = """query RelationshipGraph($focus: ID!, $depth: Int, $limit: Int) {
+  relationshipGraph(focus: $focus, depth: $depth, limit: $limit) { __typename
+    nodes { __typename id fullName } edges { __typename source target kinds weight lastSeenAt } } }"""
 
 CLIQUE = """
 INSERT INTO contacts (id, workspace_id, full_name, email)
@@ -113,7 +118,8 @@ def phase(url: str, trivial_headers: dict[str, str], heavy_headers: dict[str, st
         t.start()
     time.sleep(1.0 if heavy else 0)  # let the heavy clients get going
     deadline = time.monotonic() + seconds
-    loop(url, trivial_headers, {"query": TRIVIAL}, lambda: time.monotonic() > deadline, trivial_latencies, {})
+    trivial = {"query": TRIVIAL, "operationName": "Bystander", "variables": {"first": 5}}
+    loop(url, trivial_headers, trivial, lambda: time.monotonic() > deadline, trivial_latencies, {})
     stop.set()
     for t in threads:
         t.join()
@@ -142,8 +148,10 @@ def main() -> None:
                                "content-type": "application/json"}
             workloads: list[tuple[str, dict[str, Any] | None]] = [
                 ("idle", None),
-                ("introductionPath maxDepth 6", {"query": PATH, "variables": {"from": contact_gid(1), "to": contact_gid(opts.size)}}),
-                ("relationshipGraph depth 6 limit 1000", {"query": GRAPH, "variables": {"focus": contact_gid(1)}}),
+                ("introductionPath maxDepth 6", {"query": PATH, "operationName": "IntroductionPath",
+                                                  "variables": {"from": contact_gid(1), "to": contact_gid(opts.size), "maxDepth": 6}}),
+                ("relationshipGraph depth 6 limit 1000", {"query": GRAPH, "operationName": "RelationshipGraph",
+                                                          "variables": {"focus": contact_gid(1), "depth": 6, "limit": 1000}}),
             ]
             print(f"\n{HEAVY_CLIENTS} heavy clients per workload, {opts.seconds:.0f} s each; the other tenant's "
                   f"trivial query one request after another\n")
