@@ -40,6 +40,7 @@ from app.services import ids
 from app.services import jobs as job_service
 from tests.conftest import SIGN_UP, served
 from tests.jobs_support import JOB_FIELDS, START_IMPORT, contacts_payload
+from tests.test_subscriptions import Socket
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PROTOCOL = "graphql-transport-ws"
@@ -297,11 +298,8 @@ async def test_while_redis_is_down_requests_get_503_and_succeed_once_it_is_back(
         assert response.status_code == 200 and "errors" not in response.json(), response.text
 
 
-class Subscription:
+class Subscription(Socket):
     """One graphql-transport-ws operation on its own socket."""
-
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
 
     @classmethod
     async def open(cls, stack: Stack, user: User, query: str, variables: dict[str, Any]) -> Subscription:
@@ -311,14 +309,6 @@ class Subscription:
         assert (await subscription.receive())["type"] == "connection_ack"
         await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables}}))
         return subscription
-
-    async def receive(self, timeout: float = 20) -> dict[str, Any]:
-        while True:
-            message = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
-            if message["type"] == "ping":
-                await self.ws.send(json.dumps({"type": "pong"}))
-                continue
-            return message  # type: ignore[no-any-return]
 
     async def job(self) -> dict[str, Any]:
         message = await self.receive()
