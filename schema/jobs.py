@@ -191,25 +191,17 @@ class JobPayload:
         return cls(user_errors=outcome) if isinstance(outcome, list) else cls(job=Job.of(outcome))
 
 
-async def _send(ctx: Context, job: models.Job) -> None:
-    """After commit: the job's message, then the workspace's event. The job is committed, so the
-    mutation answers with it whatever Redis does: if Redis refuses, the job stays PENDING and a
-    worker's reaper sends it once Redis is back (within `job_stale_seconds` of its creation, or
-    of the reaper's last attempt); the event is lost, as every event published during an outage."""
-    from app.pubsub import publish_event
-
+async def _send(job_id: uuid.UUID) -> None:
+    """After commit. If Redis refuses, the job stays PENDING and the reaper sends it later."""
     try:
-        await enqueue(job.id)
+        await enqueue(job_id)
     except Exception:  # noqa: BLE001
-        log.warning("could not send job %s now; the reaper will", job.id, exc_info=True)
-    try:
-        await publish_event(ctx.services.redis, job.workspace_id, "job.created", "Job", job.id)
-    except Exception:  # noqa: BLE001
-        log.warning("could not announce job %s", job.id, exc_info=True)
+        log.warning("could not send job %s now; the reaper will", job_id, exc_info=True)
 
 
 def _started(ctx: Context, job: models.Job) -> models.Job:
-    ctx.after_commit(lambda: _send(ctx, job))
+    ctx.after_commit(lambda: _send(job.id))
+    ctx.emit("job.created", "Job", job.id)
     return job
 
 
@@ -281,12 +273,9 @@ class JobMutations:
 
 
 async def _publish(ctx: Context, job: models.Job) -> None:
-    """A job cancelled before it ran: its subscribers hear it from here, no worker will. The
-    cancel has committed whatever Redis does (subscribers re-read the job when Redis is back)."""
+    """A job cancelled before it ran: its subscribers hear it from here, no worker will (after
+    commit; lost with Redis, subscribers re-read the job when it is back)."""
     from app.pubsub import publish_event, publish_job
 
-    try:
-        await publish_job(ctx.services.redis, job.id, service.snapshot(job))
-        await publish_event(ctx.services.redis, job.workspace_id, "job.updated", "Job", job.id)
-    except Exception:  # noqa: BLE001
-        log.warning("could not announce the cancel of job %s", job.id, exc_info=True)
+    await publish_job(ctx.services.redis, job.id, service.snapshot(job))
+    await publish_event(ctx.services.redis, job.workspace_id, "job.updated", "Job", job.id)

@@ -280,7 +280,7 @@ async def _authenticate_user(db: Database, user_id: uuid.UUID, workspace_id: uui
 
 
 async def _authenticate_key(db: Database, secret: str, workspace_id: uuid.UUID | None) -> tuple[Principal, datetime | None]:
-    found = await db.lookup(_KEY, {"key_hash": security.sha256(secret.strip())})
+    found = await db.lookup(_KEY, {"key_hash": security.sha256(secret)})
     key = found[0] if found else None
     now = _now()
     if key is None or key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):

@@ -709,10 +709,10 @@ def _edge_filter(min_weight: float | None, kinds: Sequence[str] | None) -> Colum
     return and_(*terms)
 
 
-async def _ranked_ids(s: AsyncSession, ws: uuid.UUID, candidates: Sequence[uuid.UUID] | None,
-                     limit: int, keep: uuid.UUID | None) -> list[uuid.UUID]:
+async def _ranked_contacts(s: AsyncSession, ws: uuid.UUID, candidates: Sequence[uuid.UUID] | None,
+                           limit: int, keep: uuid.UUID | None) -> list[Contact]:
     """The strongest `limit` live contacts (of `candidates`, if given), `keep` first."""
-    query = select(Contact.id).outerjoin(ContactIntelligence, ContactIntelligence.contact_id == Contact.id).where(
+    query = select(Contact).outerjoin(ContactIntelligence, ContactIntelligence.contact_id == Contact.id).where(
         contacts.live(ws)
     )
     if candidates is not None:
@@ -812,8 +812,7 @@ async def relationship_graph(
     kinds: Sequence[str] | None, limit: int, limits: GraphLimits = GraphLimits(),
 ) -> Graph:
     """The contacts within `depth` hops of `focus` (or all), the strongest `limit` of them, and
-    the edges between those: one statement per hop, one to rank the nodes, one for the edges,
-    one to load the nodes."""
+    the edges between those: one statement per hop, one for the ranked nodes, one for the edges."""
     ws = p.require(READ)
     if not 0 <= depth <= 6:
         raise BadInput("depth must be between 0 and 6")
@@ -826,11 +825,10 @@ async def relationship_graph(
         if focus is not None:
             budget = Budget(limits, "lower depth, raise minWeight, or name kinds")
             candidates = await _walk(s, ws, focus, depth, _edge_filter(min_weight, kinds), budget)
-        node_ids = await _ranked_ids(s, ws, candidates, limit, focus)
-        if not node_ids:
+        nodes = await _ranked_contacts(s, ws, candidates, limit, focus)
+        if not nodes:
             return Graph([], [])
-        stored = await _stored_edges_among(s, ws, node_ids, min_weight, kinds, limits.returned_edges)
-    nodes = await _live_in_order(s, p, node_ids)
+        stored = await _stored_edges_among(s, ws, [c.id for c in nodes], min_weight, kinds, limits.returned_edges)
     edges = list(_pairs(stored + (_virtual_edges(nodes, kinds) if kinds else []), datetime.now(UTC)).values())
     if len(edges) > limits.returned_edges:
         raise _too_many_edges(len(nodes), limits.returned_edges)
