@@ -103,7 +103,7 @@ class Settings:
     db_pool_size: int = 10
     statement_timeout_ms: int = 30_000
     log_level: str = "info"
-    "Answer whole contact-list queries with one SQL statement when their selection allows (schema.planner)."
+    "Answer each query the declarations cover with one SQL statement (schema.plan); off, the resolvers answer all."
     planner: bool = True
     "Redis key namespace of the job queues; unset: derived from the database (see app.jobs.broker)."
     broker_namespace: str | None = None

@@ -55,7 +55,6 @@ from app.services.errors import RateLimited, ServiceError
 from app.websocket import GuardedTransportWSHandler, credentials
 from schema import schema
 from schema.context import Context, Services
-from schema.planner import cached_answer
 from schema.scalars import UnacceptableJson, read_json
 
 log = logging.getLogger("ctxgraph.http")
@@ -287,12 +286,7 @@ class GraphQLView(GraphQL):
             await super().__call__(scope, receive, send)
             return
         request = Request(scope, receive)
-        body = await self._json_body(request)
-        if body is not None and self.services.settings.planner:
-            express = await self._express(request, body)
-            if express is not None:
-                await express(scope, receive, send)
-                return
+        await self._json_body(request)
         try:
             response = await self.run(request)
         except Exception as exc:  # strawberry's HTTPException, raised for malformed requests
@@ -323,17 +317,6 @@ class GraphQLView(GraphQL):
             return None
         _parsed_body.set((raw, body))
         return body if isinstance(body, dict) else None
-
-    async def _express(self, request: Request, body: dict[str, Any]) -> Response | None:
-        """The response to a POSTed JSON query whose plan is cached (schema.planner), made
-        without Strawberry: the document already passed parsing, validation and the limits with
-        these variables when its plan was made. None sends the request the long way."""
-        principal = request.scope["state"]["principal"]
-        data = await cached_answer(self.services, principal, body.get("query"), body.get("operationName"), body.get("variables"))
-        if data is None:
-            return None
-        media = request.scope["state"]["media"] or JSON
-        return Response(orjson.dumps({"data": data}), headers={"content-type": f"{media}; charset=utf-8"})
 
     def decode_json(self, data: str | bytes) -> object:
         """Every JSON a client sends under one policy (`read_json`), and an object: a request body,

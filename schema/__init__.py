@@ -20,7 +20,7 @@ from schema.fanout import FanOutExecutor
 from schema.filters import FloatFilter
 from schema.jobs import Job, JobMutations, JobQueries
 from schema.node import Node, resolve_node
-from schema.planner import Planner
+from schema.plan.runner import Planner
 from schema.records import ObjectType, Record, RecordMutations, RecordQueries
 from schema.relationships import Relationship, RelationshipMutations, RelationshipQueries
 from schema.scalars import SCALAR_MAP, TextInputs

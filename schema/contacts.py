@@ -9,6 +9,7 @@ from enum import Enum
 from typing import Annotated, Any
 
 import strawberry
+from sqlalchemy import and_, literal_column, select
 from strawberry.scalars import JSON
 from strawberry.utils.str_converters import to_camel_case
 
@@ -21,13 +22,14 @@ from app.services import workspaces as workspace_service
 from app.services.errors import BadInput
 from app.services.filters import MAX_LIST
 from schema.context import Info
-from schema.documents import Document, documents_of_node  # issue 4
+from schema.documents import Document, documents_of_node, planned_documents
 from schema.errors import UserError, mutate
 from schema.filters import DateTimeFilter, IDFilter, SortDirection, StringFilter
 from schema.node import Node, global_id, node_loader, uuid_of
+from schema import plan
 from schema.pagination import Connection, page_args
 from schema.records import Record, records_of_node  # issue 4
-from schema.relationships import Direction, Relationship, node_relationships
+from schema.relationships import Direction, Relationship, node_relationships, planned_relationships
 from schema.sources import Source, load_source
 from schema.workspaces import Member
 
@@ -166,6 +168,35 @@ class Contact(Node):
 load_contact = node_loader("Contact", service.contacts_by_id, Contact.of)
 
 
+def _intelligence_row(row: Any, scope: plan.Scope) -> Any:
+    """The contact's facts, or one row of NULLs when it has none."""
+    facts = models.ContactIntelligence.__table__
+    one = select(literal_column("1").label("one")).subquery("one")
+    return select(*facts.c).select_from(
+        one.outerjoin(facts, and_(facts.c.contact_id == row.c.id, facts.c.workspace_id == scope.workspace)))
+
+
+plan.declare(
+    ContactIntelligence, **{name: plan.Computed(lambda row, scope, name=name: intelligence.figures_sql(row.c)[name])
+                            for name in intelligence.Figures.__dataclass_fields__},
+)
+plan.declare(
+    Contact, models.Contact.__table__, scope=service.READ,
+    intelligence=plan.Embedded(_intelligence_row),
+    activity=plan.Children(lambda row, scope, a: (
+        activity_service.timeline_query(scope.workspace, [row.c.id], a.get("types"), a.get("since")), activity_service.TIMELINE)),
+    relationships=planned_relationships("Contact"),
+    documents=planned_documents("Contact"),
+)
+plan.declare_root("contacts", Contact, lambda p, a: (
+    service.contacts_query(p, where=a.get("filter"), order=_order(a.get("order_by")), search=a.get("search"), entity=False),
+    service.sort_keys(_order(a.get("order_by")))))
+
+
+def _order(order_by: list[ContactOrder] | None) -> list[tuple[str, bool]]:
+    return [(o.field.value, o.direction == SortDirection.DESC) for o in order_by or []]
+
+
 @strawberry.type(description="Newest first. Ids are deterministic (workspace, contact, type, resourceId): recording the same event twice is a no-op.")
 class ActivityEvent(Node):
     id: strawberry.ID
@@ -194,6 +225,8 @@ class ActivityEvent(Node):
 
 
 node_loader("ActivityEvent", activity_service.events_by_id, ActivityEvent.of)
+plan.declare(ActivityEvent, models.ActivityEvent.__table__, scope=activity_service.READ,
+             contact=plan.Reference(lambda row, scope: row.c.contact_id, "Contact"))
 
 
 @strawberry.type
@@ -344,10 +377,9 @@ class ContactQueries:
         search: str | None = None, first: int | None = None, after: str | None = None,
         last: int | None = None, before: str | None = None,
     ) -> Connection[Contact]:
-        order = [(o.field.value, o.direction == SortDirection.DESC) for o in order_by or []]
         async with info.context.db() as s:
             page = await service.list_contacts(
-                s, info.context.principal, page_args(first, after, last, before), where=filter, order=order,
+                s, info.context.principal, page_args(first, after, last, before), where=filter, order=_order(order_by),
                 search=search,
             )
         return Connection.of(page, Contact.of)

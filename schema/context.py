@@ -27,6 +27,12 @@ from app.services.access import ANONYMOUS, Principal
 log = logging.getLogger("ctxgraph.graphql")
 
 
+def _plans() -> Any:
+    from schema.plan.runner import Plans
+
+    return Plans()
+
+
 @dataclass
 class Services:
     """Process-wide handles, made once at start-up."""
@@ -35,6 +41,8 @@ class Services:
     db: Database
     redis: Redis
     vault: Vault
+    plans: Any = field(default_factory=lambda: _plans())
+    "The compiled read plans of this process (schema.plan.runner.Plans)."
 
 
 @dataclass

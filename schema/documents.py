@@ -15,6 +15,7 @@ from app.services import documents as service
 from app.services.filters import MAX_LIST
 from schema.context import Info
 from schema.errors import UserError, mutate
+from schema import plan
 from schema.filters import DateTimeFilter, IDFilter, SortDirection, StringFilter
 from schema.node import Node, global_id, load_node, node_loader, uuid_of
 from schema.pagination import Connection, nested_connection, page_args
@@ -105,6 +106,26 @@ class Document(Node):
 node_loader("Document", service.documents_by_id, Document.of)
 
 
+plan.declare(DocumentVersion, models.DocumentVersion.__table__, scope=service.READ)
+plan.declare(
+    Document, models.Document.__table__, scope=service.READ,
+    versions=plan.Children.of(service.VERSIONS),
+    author=plan.Reference(lambda row, scope: row.c.author_id, "Contact"),
+    linked_nodes=plan.Unplanned("a list of nodes of several types"),
+)
+plan.declare_root("documents", Document, lambda p, a: service.documents_query(
+    p, where=a.get("filter"), order=_order(a.get("order_by")), search=a.get("search")))
+
+
+def _order(order_by: list[DocumentOrder] | None) -> list[tuple[str, bool]]:
+    return [(o.field.value, o.direction != SortDirection.ASC) for o in order_by or []]
+
+
+def planned_documents(node_type: str) -> plan.Children:
+    """A node's documents field, planned."""
+    return plan.Children.of(service.LINKED_TO[node_type])
+
+
 async def documents_of_node(info: Info, node_type: str, node_id: uuid.UUID, first: int | None, after: str | None
                             ) -> Connection[Document]:
     """The live documents linked to a node (Contact.documents, Record.documents), newest first."""
@@ -189,10 +210,9 @@ class DocumentQueries:
         search: str | None = None, first: int | None = None, after: str | None = None, last: int | None = None,
         before: str | None = None,
     ) -> Connection[Document]:
-        order = [(o.field.value, o.direction != SortDirection.ASC) for o in order_by or []]
         async with info.context.db() as s:
             page = await service.list_documents(s, info.context.principal, page_args(first, after, last, before),
-                                                where=filter, order=order, search=search)
+                                                where=filter, order=_order(order_by), search=search)
         return Connection.of(page, Document.of)
 
 

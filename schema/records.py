@@ -16,12 +16,13 @@ from app.services import records as service
 from app.services import workspaces as workspace_service
 from app.services.filters import MAX_LIST
 from schema.context import Info
-from schema.documents import Document, documents_of_node
+from schema import plan
+from schema.documents import Document, documents_of_node, planned_documents
 from schema.errors import UserError, mutate
 from schema.filters import IN, DateTimeFilter, IDFilter, SortDirection, StringFilter
 from schema.node import Node, global_id, node_loader, uuid_of
 from schema.pagination import Connection, nested_connection, page_args
-from schema.relationships import Direction, Relationship, node_relationships
+from schema.relationships import Direction, Relationship, node_relationships, planned_relationships
 from schema.sources import Source, load_source
 from schema.workspaces import DeletePayload, Member
 
@@ -170,6 +171,14 @@ async def records_of_node(info: Info, node_type: str, node_id: uuid.UUID, first:
 
 
 node_loader("Record", service.records_by_id, Record.of)
+plan.declare(RecordVersion, models.RecordVersion.__table__, scope=service.READ,
+             changed_by=plan.Unplanned("members are not declared"))
+plan.declare(
+    Record, models.Record.__table__, scope=service.READ,
+    history=plan.Children.of(service.HISTORY),
+    relationships=planned_relationships("Record"),
+    documents=planned_documents("Record"),
+)
 
 
 @strawberry.input

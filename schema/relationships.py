@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Any
 
 import strawberry
+from sqlalchemy import and_, case, false
 from strawberry.scalars import JSON
 
 from app.db import models
@@ -20,9 +21,11 @@ from app.services import relationships as service
 from app.services.filters import MAX_LIST
 from schema.context import Info
 from schema.errors import UserError, mutate
+from schema import plan
 from schema.filters import DateTimeFilter, FloatFilter, IDFilter, SortDirection, StringFilter
 from schema.node import Node, global_id, load_node, node_loader, uuid_of
 from schema.pagination import Connection, page_args
+from schema.plan.encode import NotPlannable
 from schema.workspaces import DeletePayload
 
 
@@ -75,6 +78,41 @@ class Relationship(Node):
 
 
 node_loader("Relationship", service.relationships_by_id, Relationship.of)
+
+
+def _other_is_source(row: Any, scope: plan.Scope) -> Any:
+    if scope.owner is None:
+        return false()
+    owner_type, owner_id = scope.owner
+    return and_(row.c.target_type == owner_type, row.c.target_id == owner_id)
+
+
+plan.declare(
+    Relationship, models.Relationship.__table__, scope=service.READ,
+    weight=plan.Computed(lambda row, scope: service.weight_sql(row.c)),
+    source=plan.Reference(lambda row, scope: row.c.source_id, type_of=lambda row, scope: row.c.source_type,
+                          types=service.endpoint_types),
+    target=plan.Reference(lambda row, scope: row.c.target_id, type_of=lambda row, scope: row.c.target_type,
+                          types=service.endpoint_types),
+    other=plan.Reference(
+        lambda row, scope: case((_other_is_source(row, scope), row.c.source_id), else_=row.c.target_id),
+        type_of=lambda row, scope: case((_other_is_source(row, scope), row.c.source_type), else_=row.c.target_type),
+        types=service.endpoint_types),
+)
+plan.declare_root("relationships", Relationship, lambda p, a: service.relationships_query(
+    p, where=a.get("filter"), order=[(o.field.value, o.direction != SortDirection.ASC) for o in a.get("order_by") or []] or None))
+
+
+def planned_relationships(node_type: str) -> plan.Children:
+    """A node's relationships field, planned: the stored kinds (virtual ones are computed)."""
+    def rows(row: Any, scope: plan.Scope, a: dict[str, Any]) -> Any:
+        kinds = a.get("kinds")
+        if kinds and set(kinds) & service.VIRTUAL:
+            raise NotPlannable("computed relationship kinds")
+        direction = (a.get("direction") or Direction.BOTH).value
+        return service.stored_edges(scope.workspace, node_type, row.c.id, direction, kinds)
+
+    return plan.Children(rows)
 
 
 async def node_relationships(

@@ -14,7 +14,13 @@ import pytest
 
 from app.http import create_app
 from tests.conftest import Account, Api, sign_up
+from schema.plan.runner import FALLBACKS
 from tests.contacts_support import CONTACT_FIELDS, DELETE, create, record, relate
+from tests.test_records import make, make_type
+
+CREATE_DOCUMENT = "mutation($input: CreateDocumentInput!) { createDocument(input: $input) { document { id } } }"
+UPDATE_DOCUMENT = "mutation($id: ID!, $input: UpdateDocumentInput!) { updateDocument(id: $id, input: $input) { document { id } } }"
+LINK_DOCUMENT = "mutation($d: ID!, $n: ID!) { linkDocument(documentId: $d, nodeId: $n) { document { id } } }"
 
 Q1 = "{ contacts(first: 50) { edges { node { id fullName email } } } }"
 Q2 = ("{ contacts(first: 50) { edges { node { id fullName relationships(first: 10) { edges { node { kind "
@@ -84,9 +90,21 @@ async def world(api: Api) -> dict[str, Any]:
         await record(api, who, contactId=contact, type="message.sent", resourceId="m1", occurredAt="2026-01-01T10:00:00.123456Z",
                      metadata={"threadId": "T1"}, participants=["p0@corp0.com", "p1@corp1.com"])
     assert (await api.data(DELETE, {"id": ids[6]}, **who.auth))["deleteContact"]["userErrors"] == []
+    documents = []
+    for title, owner in (("Plan", ids[0]), ("Memo", ids[0]), ("Note", ids[1])):
+        made = (await api.data(CREATE_DOCUMENT, {"input": {"title": title, "content": f"{title} one", "tags": ["d"],
+                                                          "metadata": {"k": title}, "authorId": owner}}, **who.auth))
+        document = made["createDocument"]["document"]["id"]
+        await api.data(UPDATE_DOCUMENT, {"id": document, "input": {"content": f"{title} two"}}, **who.auth)
+        await api.data(LINK_DOCUMENT, {"d": document, "n": owner}, **who.auth)
+        documents.append(document)
+    ticket = await make_type(api, who, "deal", [{"name": "stage", "fieldType": "STRING"}, {"name": "amount", "fieldType": "FLOAT"}])
+    deal = await make(api, who, ticket, {"stage": "won", "amount": 12.5}, name="Big deal")
+    await relate(api, who, ids[0], deal["id"], "owns")
+    await api.data(LINK_DOCUMENT, {"d": documents[0], "n": deal["id"]}, **who.auth)
     other = await sign_up(api, workspace="Elsewhere")
     await create(api, other, fullName="Stranger", email="s@x.com")
-    return {"who": who, "ids": ids, "other": other}
+    return {"who": who, "ids": ids, "other": other, "documents": documents, "record": deal["id"]}
 
 
 async def same(api: Api, unplanned: Api, query: str, variables: dict[str, Any] | None, auth: dict[str, str]) -> dict[str, Any]:
@@ -174,7 +192,7 @@ async def test_isolation_scopes_and_anonymous(api: Api, unplanned: Api, world: d
     body = await same(api, unplanned, FULL, {}, other.auth)
     assert [e["node"]["fullName"] for e in body["data"]["contacts"]["edges"]] == ["Stranger"]
     who: Account = world["who"]
-    read = (await api.data('mutation { createApiKey(input: {name: "r", scopes: ["contacts:read"]}) { secret } }',
+    read = (await api.data('mutation { createApiKey(input: {name: "r", scopes: ["contacts:read", "records:read"]}) { secret } }',
                            **who.auth))["createApiKey"]["secret"]
     none = (await api.data('mutation { createApiKey(input: {name: "n", scopes: ["records:read"]}) { secret } }',
                            **who.auth))["createApiKey"]["secret"]
@@ -207,34 +225,39 @@ async def test_a_planned_nested_query_is_one_statement(api: Api, world: dict[str
         data = await api.data(Q2, **auth)
     assert sql.count == q1 == 2, sql.statements  # the transaction's scope and one statement
     assert len([s for s in sql.statements if "relationships" in s]) == 1
-    assert sum(len(e["node"]["relationships"]["edges"]) for e in data["contacts"]["edges"]) == 14
+    assert sum(len(e["node"]["relationships"]["edges"]) for e in data["contacts"]["edges"]) == 15
 
 
 
-async def test_a_repeated_query_skips_strawberry_and_answers_the_same(
-    api: Api, world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+async def test_a_repeated_query_runs_its_compiled_statement_with_new_cursors_and_ids(
+    api: Api, app: Any, world: dict[str, Any], sql: Any
 ) -> None:
-    """The second request of a planned (document, variables) is answered before Strawberry runs
-    (app.http GraphQLView._express), with the same status, headers and bytes as the first."""
-    auth = world["who"].auth
-    query = "query Repeated($n: Int) { repeated: contacts(first: $n) { edges { cursor node { id email } } } }"
-    for accept in ("application/json", "application/graphql-response+json"):
-        first = await api.post(query, {"n": 4}, headers={"accept": accept}, **auth)
-
-        async def no_strawberry(*_: Any) -> Any:
-            raise AssertionError("went through Strawberry")
-
-        with monkeypatch.context() as patch:
-            patch.setattr("app.http.GraphQLView.run", no_strawberry)
-            again = await api.post(query, {"n": 4}, headers={"accept": accept}, **auth)
-        assert again.status_code == first.status_code == 200
-        assert again.headers["content-type"] == first.headers["content-type"] == f"{accept}; charset=utf-8"
-        assert again.content == first.content
-        assert len(again.json()["data"]["repeated"]["edges"]) == 4
-    # other variables, another operation name, another workspace: each is its own question
-    assert len((await api.data(query, {"n": 2}, **auth))["repeated"]["edges"]) == 2
-    other = await api.data(query, {"n": 4}, **world["other"].auth)
-    assert [e["node"]["email"] for e in other["repeated"]["edges"]] == ["s@x.com"]
+    """A plan is compiled once per document and shape of its variables: a new cursor or a new
+    node id is a bound parameter of the same statement, and the answers stay the resolvers'."""
+    auth, plans = world["who"].auth, app.state.services.plans
+    query = ("query Page($n: Int, $after: String) { contacts(first: $n, after: $after) { "
+             "edges { cursor node { id fullName } } pageInfo { hasNextPage endCursor } } }")
+    page = await api.data(query, {"n": 2}, **auth)
+    compiled = plans.compiled
+    seen = [e["node"]["fullName"] for e in page["contacts"]["edges"]]
+    while page["contacts"]["pageInfo"]["hasNextPage"]:
+        page = await api.data(query, {"n": 2, "after": page["contacts"]["pageInfo"]["endCursor"]}, **auth)
+        seen += [e["node"]["fullName"] for e in page["contacts"]["edges"]]
+    assert len(seen) == 6 == len(set(seen))
+    assert plans.compiled == compiled + 1  # the first page after a cursor; every later one reuses it
+    node = "query Who($id: ID!) { node(id: $id) { __typename id ... on Contact { fullName } } }"
+    names = []
+    for contact in world["ids"][:6]:
+        with sql:
+            names.append((await api.data(node, {"id": contact}, **auth))["node"]["fullName"])
+        assert sql.count == 2, sql.statements
+    assert names == ["Ann Éclair", "Bob", "Cy", "Dee", "Eve", "Fay"]
+    assert plans.compiled == compiled + 2
+    # other page sizes are other statements (a LIMIT is a literal); another workspace shares them
+    assert len((await api.data(query, {"n": 1}, **auth))["contacts"]["edges"]) == 1
+    other = await api.data(query, {"n": 2}, **world["other"].auth)
+    assert [e["node"]["fullName"] for e in other["contacts"]["edges"]] == ["Stranger"]
+    assert (await api.data(node, {"id": world["ids"][0]}, **world["other"].auth))["node"] is None
 
 
 async def test_a_plan_cached_by_one_app_is_not_served_past_anothers_limits(
@@ -243,7 +266,7 @@ async def test_a_plan_cached_by_one_app_is_not_served_past_anothers_limits(
     """Plans are kept per process; an app of stricter limits in the same process still refuses."""
     auth = world["who"].auth
     await api.data(Q2, **auth)
-    await api.data(Q2, **auth)  # cached, and answered by the express lane
+    await api.data(Q2, **auth)  # cached
     strict = create_app(dataclasses.replace(app.state.services.settings, max_depth=5))
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=strict), base_url="http://test") as client:
@@ -252,3 +275,157 @@ async def test_a_plan_cached_by_one_app_is_not_served_past_anothers_limits(
     finally:
         await strict.state.services.redis.aclose()
         await strict.state.services.db.dispose()
+
+
+# ------------------------------------------------------------------ queries as Apollo Client sends them
+# (named operations, variables, fragments, and __typename in every selection set, beside and
+# inside inline fragments alike)
+
+ROW = "fragment ContactRow on Contact { __typename id fullName email company title tags updatedAt }"
+APOLLO: dict[str, str] = {
+    "list": """query ContactsPage($first: Int!, $after: String) {
+  contacts(first: $first, after: $after) { __typename
+    edges { __typename cursor node { __typename ...ContactRow } }
+    pageInfo { __typename hasNextPage hasPreviousPage startCursor endCursor } } }
+""" + ROW,
+    "network": """query Network($first: Int!, $rels: Int!) {
+  contacts(first: $first) { __typename edges { __typename node { __typename id fullName
+    relationships(first: $rels) { __typename edges { __typename node { __typename id kind weight
+      other { __typename ... on Contact { __typename id fullName } ... on Record { __typename id name } ... on Node { id } } } } } } } } }""",
+    "detail": """query ContactDetail($id: ID!, $activity: Int, $rels: Int, $docs: Int) {
+  node(id: $id) { __typename id ... on Contact { __typename ...ContactRow customFields deletedAt
+    intelligence { __typename sentCount receivedCount firstContactAt lastContactAt lastSentAt lastReceivedAt
+      daysSinceContact replyRate avgResponseTimeHours preferredContactHours threadCount communicationPattern health strength }
+    activity(first: $activity) { __typename totalCount
+      edges { __typename cursor node { __typename id type resourceId occurredAt summary participants metadata
+        contact { __typename id fullName } } }
+      pageInfo { __typename hasNextPage endCursor } }
+    relationships(first: $rels) { __typename totalCount edges { __typename node { __typename id kind weight isActive
+      sharedThreadCount lastSeenAt source { __typename id } target { __typename id } other { __typename id ... on Contact { fullName } } } } }
+    documents(first: $docs) { __typename totalCount edges { __typename node { __typename id title status version tags
+      metadata createdAt author { __typename id fullName }
+      versions(first: 1) { __typename edges { __typename node { __typename version title createdAt } } } } } } } } }
+""" + ROW,
+    "documents": """query Documents($first: Int, $order: [DocumentOrder!], $after: String) {
+  documents(first: $first, orderBy: $order, after: $after) { __typename totalCount
+    edges { __typename cursor node { __typename id title contentType status version updatedAt deletedAt
+      versions(first: 1) { __typename totalCount edges { __typename cursor node { __typename version title contentHash createdAt } } } } }
+    pageInfo { __typename hasNextPage hasPreviousPage startCursor endCursor } } }""",
+    "strongest": """query Strongest($first: Int) {
+  contacts(first: $first, orderBy: [{field: STRENGTH, direction: DESC}]) { __typename
+    edges { __typename cursor node { __typename id fullName intelligence { __typename strength health lastContactAt } } } } }""",
+    "edges": """query Edges($first: Int, $order: [RelationshipOrder!], $filter: RelationshipFilter, $after: String) {
+  relationships(first: $first, orderBy: $order, filter: $filter, after: $after) { __typename totalCount
+    edges { __typename cursor node { __typename id kind weight createdAt metadata
+      source { __typename ... on Contact { id fullName } } target { __typename id } other { __typename id } } }
+    pageInfo { __typename hasNextPage endCursor } } }""",
+    "record": """query RecordDetail($id: ID!) {
+  node(id: $id) { __typename id ... on Record { __typename name displayName fields version createdAt deletedAt
+    history(first: 5) { __typename totalCount edges { __typename node { __typename version name fields action changedFields createdAt } } }
+    relationships { __typename edges { __typename node { __typename kind other { __typename id } } } }
+    documents { __typename totalCount edges { __typename node { __typename id title } } } } } }""",
+    "toggles": """query Toggles($withRels: Boolean!, $skipEmail: Boolean!) {
+  contacts(first: 5) { edges { node { id email @skip(if: $skipEmail)
+    relationships(first: 2) @include(if: $withRels) { edges { node { kind } } } } } } }""",
+    "node": "query Node($id: ID!) { node(id: $id) { __typename id ... on Contact { fullName email } } }",
+    "several": """query Dashboard($n: Int) { __typename
+  people: contacts(first: $n) { edges { node { id fullName } } }
+  recent: documents(first: $n) { totalCount edges { node { title } } }
+  strongest: relationships(first: $n) { edges { node { kind weight } } } }""",
+}
+
+
+def apollo_corpus(world: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    ids, documents = world["ids"], world["documents"]
+    return [
+        ("list", {"first": 3}), ("list", {"first": 50}),
+        ("network", {"first": 50, "rels": 10}), ("network", {"first": 2, "rels": 0}),
+        ("detail", {"id": ids[0]}), ("detail", {"id": ids[1], "activity": 1, "rels": 1, "docs": 1}),
+        ("detail", {"id": ids[6]}),  # soft-deleted: node() still shows it
+        ("detail", {"id": documents[0]}),  # a node of another type: only the shared fields
+        ("documents", {}), ("documents", {"first": 2, "order": [{"field": "TITLE", "direction": "ASC"}]}),
+        ("strongest", {"first": 50}),
+        ("edges", {}), ("edges", {"first": 3, "order": [{"field": "CREATED_AT", "direction": "ASC"}]}),
+        ("edges", {"filter": {"kind": {"eq": "knows"}}}),
+        ("record", {"id": world["record"]}),
+        ("toggles", {"withRels": True, "skipEmail": False}), ("toggles", {"withRels": False, "skipEmail": True}),
+        ("node", {"id": ids[2]}), ("node", {"id": documents[1]}),
+        ("node", {"id": "Q29udGFjdDowMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDA="}),  # no such contact
+        ("several", {"n": 2}),
+    ]
+
+
+def fallbacks() -> float:
+    return sum(m.value for family in FALLBACKS.collect() for m in family.samples if m.name.endswith("_total"))
+
+
+async def test_apollo_shaped_queries_of_every_type_are_planned_and_answer_as_the_resolvers(
+    api: Api, unplanned: Api, world: dict[str, Any], sql: Any,
+) -> None:
+    auth = world["who"].auth
+    for name, variables in apollo_corpus(world):
+        query = APOLLO[name]
+        before = fallbacks()
+        body = await same(api, unplanned, query, variables, auth)
+        assert "errors" not in body, (name, body)
+        assert fallbacks() == before, f"{name} {variables} was not planned"
+        with sql:
+            await api.data(query, variables, **auth)
+        assert sql.count == 2, (name, sql.statements)  # the transaction's scope and the plan
+
+
+async def test_pages_after_cursors_in_nested_and_root_connections(api: Api, unplanned: Api, world: dict[str, Any]) -> None:
+    auth = world["who"].auth
+    first = await same(api, unplanned, APOLLO["documents"], {"first": 1}, auth)
+    end = first["data"]["documents"]["pageInfo"]["endCursor"]
+    second = await same(api, unplanned, APOLLO["documents"], {"first": 1, "after": end}, auth)
+    assert second["data"]["documents"]["edges"][0]["node"]["title"] != first["data"]["documents"]["edges"][0]["node"]["title"]
+    edges = await same(api, unplanned, APOLLO["edges"], {"first": 2}, auth)
+    more = await same(api, unplanned, APOLLO["edges"], {"first": 2, "after": edges["data"]["relationships"]["pageInfo"]["endCursor"]}, auth)
+    assert more["data"]["relationships"]["edges"]
+
+
+async def test_a_field_outside_the_declarations_falls_back_and_is_counted(
+    api: Api, unplanned: Api, world: dict[str, Any],
+) -> None:
+    auth = world["who"].auth
+    query = "query Owned { contacts(first: 2) { edges { node { id owner { id } } } } }"
+    before = FALLBACKS.labels("Contact.owner")._value.get()
+    await same(api, unplanned, query, {}, auth)
+    assert FALLBACKS.labels("Contact.owner")._value.get() == before + 1
+    for query, reason in (("{ viewer { user { id } } }", "Query.viewer"),
+                          ("{ contacts { edges { node { relationships(kinds: [\"same_company\"]) { totalCount } } } } }",
+                           "computed relationship kinds")):
+        before = FALLBACKS.labels(reason)._value.get()
+        await same(api, unplanned, query, {}, auth)
+        assert FALLBACKS.labels(reason)._value.get() == before + 1
+
+
+async def test_bad_ids_and_cursors_get_the_resolvers_errors(api: Api, unplanned: Api, world: dict[str, Any]) -> None:
+    auth = world["who"].auth
+    for name, variables in (("node", {"id": "not an id"}), ("node", {"id": 12}), ("documents", {"after": "nope"}),
+                            ("edges", {"first": -1})):
+        body = await same(api, unplanned, APOLLO[name], variables, auth)
+        assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", body
+    good = await api.data(APOLLO["node"], {"id": world["ids"][0]}, **auth)  # the compiled statement still serves
+    assert good["node"]["fullName"] == "Ann Éclair"
+
+
+async def test_root_fields_outside_the_declarations_are_resolved_beside_the_planned_ones(
+    api: Api, unplanned: Api, world: dict[str, Any], sql: Any,
+) -> None:
+    """Apollo batches a page's queries into one operation: the planner answers the fields it
+    covers in one statement and the resolvers answer the rest, merged in the document's order."""
+    auth = world["who"].auth
+    query = """query Page($n: Int) { viewer { __typename user { email } } contacts(first: $n) { __typename
+      edges { node { __typename id fullName relationships(first: 3) { edges { node { kind } } } } } }
+      workspace { name } documents(first: $n) { edges { node { title } } } }"""
+    before = FALLBACKS.labels("Query.viewer")._value.get()
+    body = await same(api, unplanned, query, {"n": 5}, auth)
+    assert list(body["data"]) == ["viewer", "contacts", "workspace", "documents"]
+    assert FALLBACKS.labels("Query.viewer")._value.get() == before + 1
+    with sql:
+        await api.data(query, {"n": 5}, **auth)
+    assert len([s for s in sql.statements if "relationships" in s or "documents" in s]) == 1, sql.statements
+    refused = await same(api, unplanned, query, {"n": 500}, auth)  # the resolvers' error, for the planned part too
+    assert refused["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"

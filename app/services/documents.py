@@ -514,6 +514,15 @@ async def list_documents(
     linked_to: tuple[str, uuid.UUID] | None = None,
 ) -> Page[Document]:
     """Live documents (all with `includeDeleted`), newest first by default."""
+    stmt, keys = documents_query(p, where=where, order=order, search=search, linked_to=linked_to)
+    return await paginate(s, stmt, keys, args)
+
+
+def documents_query(
+    p: Principal, *, where: Any = None, order: Sequence[tuple[str, bool]] | None = None, search: str | None = None,
+    linked_to: tuple[str, uuid.UUID] | None = None,
+) -> tuple[Select[Any], list[SortKey]]:
+    """The documents a list shows, unordered, and the sort keys of `order`."""
     ws = p.require(READ)
     stmt: Select[Any] = select(Document).where(Document.workspace_id == ws)
     if not getattr(where, "include_deleted", None):
@@ -528,7 +537,7 @@ async def list_documents(
         stmt = stmt.where(Document.id.in_(select(DocumentLink.document_id).where(
             DocumentLink.workspace_id == ws, DocumentLink.node_type == linked_to[0],
             DocumentLink.node_id == linked_to[1])))
-    return await paginate(s, stmt, _keys(order), args)
+    return stmt, _keys(order)
 
 
 def _versions_of(ws: uuid.UUID, document_ids: list[uuid.UUID]) -> tuple[Any, Any, list[SortKey]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import struct
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -81,6 +82,8 @@ def _to_json(value: Any) -> Any:
         return {"dt": value.isoformat()}
     if isinstance(value, uuid.UUID):
         return {"id": str(value)}
+    if isinstance(value, float):  # its exact bits: the SQL planner writes the same (float8send)
+        return {"f": struct.pack(">d", value).hex()}
     return value
 
 
@@ -90,12 +93,14 @@ def _from_json(value: Any) -> Any:
             return datetime.fromisoformat(value["dt"])
         if "id" in value:
             return uuid.UUID(value["id"])
+        if "f" in value:
+            return struct.unpack(">d", bytes.fromhex(value["f"]))[0]
         raise ValueError("unknown cursor value")
     return value
 
 
 def encode_cursor(values: Sequence[Any]) -> str:
-    raw = json.dumps([_to_json(v) for v in values], separators=(",", ":"))
+    raw = json.dumps([_to_json(v) for v in values], separators=(",", ":"), ensure_ascii=False)
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
@@ -103,7 +108,7 @@ def decode_cursor(cursor: str, width: int) -> list[Any]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         values = [_from_json(v) for v in json.loads(base64.urlsafe_b64decode(padded.encode()))]
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, struct.error) as exc:
         raise BadInput("Invalid cursor") from exc
     if len(values) != width:
         raise BadInput("Invalid cursor: it belongs to another ordering")

@@ -64,15 +64,23 @@ def endpoint_fetch(type_name: str) -> Fetch | None:
     return _ENDPOINTS.get(type_name)
 
 
+def endpoint_types() -> tuple[str, ...]:
+    """The node types an edge may join."""
+    return tuple(_ENDPOINTS)
+
+
 register_endpoint("Contact", contacts.live_contacts_by_id)
 
 # The weight a row has when read: derived edges by counts and recency, others as stored.
-WEIGHT = case(
-    (Relationship.kind.in_(DERIVED), func.ctx_edge_weight(
-        Relationship.shared_thread_count + Relationship.shared_calendar_count, Relationship.last_seen_at
-    )),
-    else_=Relationship.weight,
-)
+def weight_sql(r: Any) -> ColumnElement[float]:
+    """The weight of the row whose columns are `r` (the model, or a table alias's `.c`)."""
+    return case(
+        (r.kind.in_(DERIVED), func.ctx_edge_weight(r.shared_thread_count + r.shared_calendar_count, r.last_seen_at)),
+        else_=r.weight,
+    )
+
+
+WEIGHT = weight_sql(Relationship)
 
 
 def weight_of(row: Relationship, now: datetime) -> float:
@@ -192,6 +200,15 @@ def node_edges(ws: uuid.UUID, node_type: str, owners: Sequence[uuid.UUID], direc
     return entity, edges.c.owner, select(entity)
 
 
+def stored_edges(ws: uuid.UUID, node_type: str, owner: Any, direction: str, kinds: Sequence[str] | None
+                 ) -> tuple[Select[Any], list[SortKey]]:
+    """The stored edges of one node (`owner` a uuid or a uuid column), and their order: a
+    node's relationships without the virtual kinds, which are computed (see `node_edges`)."""
+    R = Relationship
+    stmt = select(R).where(R.workspace_id == ws, touching(node_type, owner, direction), stored_kinds(kinds))
+    return stmt, _edge_keys(R)
+
+
 def _edge_keys(entity: Any) -> list[SortKey]:
     return [SortKey(entity.created_at, lambda r: r.created_at), SortKey(entity.id, lambda r: r.id)]
 
@@ -283,6 +300,13 @@ async def list_relationships(
     s: AsyncSession, p: Principal, args: PageArgs, *, where: Any = None, order: Sequence[tuple[str, bool]] | None = None,
 ) -> Page[Relationship]:
     """Stored edges (manual and derived), strongest first by default."""
+    query, keys = relationships_query(p, where=where, order=order)
+    return await paginate(s, query, keys, args)
+
+
+def relationships_query(p: Principal, *, where: Any = None, order: Sequence[tuple[str, bool]] | None = None
+                        ) -> tuple[Select[Any], list[SortKey]]:
+    """The stored edges a list shows, unordered, and the sort keys of `order`."""
     ws = p.require(READ)
     query = select(Relationship).where(Relationship.workspace_id == ws)
     if where is not None:
@@ -296,7 +320,7 @@ async def list_relationships(
             value = lambda r, now=now: weight_of(r, now)  # noqa: E731 - read back as SQL computed it
         keys.append(SortKey(expr, value, descending=desc, nullable=nullable))
     keys.append(SortKey(Relationship.id, lambda r: r.id, descending=keys[-1].descending))
-    return await paginate(s, query, keys, args)
+    return query, keys
 
 
 # ---------------------------------------------------------------- writing
