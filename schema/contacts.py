@@ -182,6 +182,8 @@ plan.declare(
 )
 plan.declare(
     Contact, models.Contact.__table__, scope=service.READ,
+    owner=plan.Reference(lambda row, scope: row.c.owner_id, "Member"),
+    source=plan.Reference(lambda row, scope: row.c.source_id, "Source"),
     intelligence=plan.Embedded(_intelligence_row),
     activity=plan.Children(lambda row, scope, a: (
         activity_service.timeline_query(scope.workspace, [row.c.id], a.get("types"), a.get("since")), activity_service.TIMELINE)),

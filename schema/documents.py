@@ -111,6 +111,7 @@ plan.declare(
     Document, models.Document.__table__, scope=service.READ,
     versions=plan.Children.of(service.VERSIONS),
     author=plan.Reference(lambda row, scope: row.c.author_id, "Contact"),
+    source=plan.Reference(lambda row, scope: row.c.source_id, "Source"),
     linked_nodes=plan.Unplanned("a list of nodes of several types"),
 )
 plan.declare_root("documents", Document, lambda p, a: service.documents_query(

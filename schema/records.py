@@ -8,6 +8,7 @@ from enum import Enum
 from typing import Any
 
 import strawberry
+from sqlalchemy import exists, false, true
 from strawberry.scalars import JSON
 
 from app.db import models
@@ -172,9 +173,17 @@ async def records_of_node(info: Info, node_type: str, node_id: uuid.UUID, first:
 
 node_loader("Record", service.records_by_id, Record.of)
 plan.declare(RecordVersion, models.RecordVersion.__table__, scope=service.READ,
-             changed_by=plan.Unplanned("members are not declared"))
+             changed_by=plan.Reference(lambda row, scope: row.c.changed_by_id, "Member"))
+plan.declare(
+    ObjectType, models.ObjectType.__table__, scope=type_service.READ,
+    field_definitions=plan.Unplanned("field definitions are normalised in Python"),
+    record_count=plan.Computed(lambda row, scope: type_service.record_count_sql(row.c.id, scope.workspace)),
+    source=plan.Reference(lambda row, scope: row.c.source_id, "Source"),
+)
 plan.declare(
     Record, models.Record.__table__, scope=service.READ,
+    object_type=plan.Reference(lambda row, scope: row.c.object_type_id, "ObjectType"),
+    source=plan.Reference(lambda row, scope: row.c.source_id, "Source"),
     history=plan.Children.of(service.HISTORY),
     relationships=planned_relationships("Record"),
     documents=planned_documents("Record"),
@@ -306,15 +315,43 @@ class RecordQueries:
         order_by: list[RecordOrder] | None = None, search: str | None = None, first: int | None = None,
         after: str | None = None, last: int | None = None, before: str | None = None,
     ) -> Connection[Record]:
-        order = [service.Order(o.field.value if o.field else None, o.custom_field, o.direction == SortDirection.DESC)
-                 for o in order_by or []]
         async with info.context.db() as s:
             page = await service.list_records(
                 s, info.context.principal, page_args(first, after, last, before),
                 object_type_id=uuid_of(object_type_id, "ObjectType") if object_type_id else None,
-                object_type_given=object_type_id is not None, where=filter, order=order, search=search,
+                object_type_given=object_type_id is not None, where=filter, order=_order(order_by), search=search,
             )
         return Connection.of(page, Record.of)
+
+
+def _order(order_by: list[RecordOrder] | None) -> list[service.Order]:
+    return [service.Order(o.field.value if o.field else None, o.custom_field, o.direction == SortDirection.DESC)
+            for o in order_by or []]
+
+
+async def _object_type(s: Any, p: Any, a: dict[str, Any]) -> models.ObjectType | None:
+    given = a.get("object_type_id")
+    return await service.object_type_of(s, p, uuid_of(given, "ObjectType")) if given is not None else None
+
+
+def _records(p: Any, a: dict[str, Any], ot: models.ObjectType | None) -> Any:
+    stmt, keys = service.records_query(p, ot, where=a.get("filter"), order=_order(a.get("order_by")), search=a.get("search"))
+    if a.get("object_type_id") is not None and ot is None:
+        stmt = stmt.where(false())  # a type the workspace does not have: an empty list
+    return stmt, keys
+
+
+def _same_object_type(ot: models.ObjectType | None, a: dict[str, Any], scope: plan.Scope) -> Any:
+    """The object type is as it was read when the plan was made (its fields decide the SQL)."""
+    if a.get("object_type_id") is None:
+        return true()
+    types = models.ObjectType.__table__
+    if ot is None:
+        return ~exists().where(types.c.id == uuid_of(a["object_type_id"], "ObjectType"), types.c.workspace_id == scope.workspace)
+    return exists().where(types.c.id == ot.id, types.c.workspace_id == scope.workspace, types.c.updated_at == ot.updated_at)
+
+
+plan.declare_root("records", Record, _records, load=_object_type, guard=_same_object_type)
 
 
 @strawberry.type

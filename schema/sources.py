@@ -11,6 +11,7 @@ from strawberry.scalars import JSON
 from app.db import models
 from app.services import sources as service
 from app.services.filters import MAX_LIST
+from schema import plan
 from schema.context import Info
 from schema.errors import UserError, mutate
 from schema.filters import DateTimeFilter, IDFilter, SortDirection, StringFilter
@@ -62,6 +63,8 @@ class Source(Node):
 
 
 load_source = node_loader("Source", service.sources_by_id, Source.of)
+plan.declare(Source, models.Source.__table__, scope=service.READ,
+             has_credentials=plan.Computed(lambda row, scope: row.c.credentials_encrypted.is_not(None)))
 
 
 @strawberry.input(description=f"Every list in a filter holds at most {MAX_LIST:,} values.")
@@ -125,12 +128,18 @@ class SourceQueries:
         self, info: Info, filter: SourceFilter | None = None, order_by: list[SourceOrder] | None = None,
         first: int | None = None, after: str | None = None, last: int | None = None, before: str | None = None,
     ) -> Connection[Source]:
-        order = [(o.field.value, o.direction == SortDirection.DESC) for o in order_by or []]
         async with info.context.db() as s:
             page = await service.list_sources(
-                s, info.context.principal, page_args(first, after, last, before), where=filter, order=order
+                s, info.context.principal, page_args(first, after, last, before), where=filter, order=_order(order_by)
             )
         return Connection.of(page, Source.of)
+
+
+def _order(order_by: list[SourceOrder] | None) -> list[tuple[str, bool]]:
+    return [(o.field.value, o.direction == SortDirection.DESC) for o in order_by or []]
+
+
+plan.declare_root("sources", Source, lambda p, a: service.sources_query(p, where=a.get("filter"), order=_order(a.get("order_by"))))
 
 
 @strawberry.type

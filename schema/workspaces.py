@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 from datetime import datetime
 from enum import Enum
 
 import strawberry
+from sqlalchemy import exists
 
 from app.db import models
 from app.services import workspaces as service
+from schema import plan
 from schema.context import Info
 from schema.errors import UserError, mutate, refused
 from schema.node import Node, global_id, node_loader, register_node, uuid_of
@@ -74,6 +77,18 @@ class Member(Node):
 
 node_loader("Member", service.members_by_id, Member.of)
 node_loader("User", service.users_of_workspace, User.of)
+
+
+def _fellow_member(row: Any, ws: Any) -> Any:
+    """Users are visible to the members of a workspace they belong to."""
+    members = models.Member.__table__
+    return exists().where(members.c.user_id == row.c.id, members.c.workspace_id == ws)
+
+
+plan.declare(User, models.User.__table__, scope=service.members_visible, visible=_fellow_member)
+plan.declare(Member, models.Member.__table__, scope=service.members_visible,
+             user=plan.Reference(lambda row, scope: row.c.user_id, "User"))
+plan.declare_root("members", Member, lambda p, a: service.members_query(p))
 async def _load_workspace(info: Info, id_: object) -> Workspace | None:
     row = await info.context.loaders.load(service.visible_workspaces, id_)
     return Workspace.of(row, info.context.principal.role) if row else None

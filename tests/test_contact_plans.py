@@ -104,7 +104,8 @@ async def world(api: Api) -> dict[str, Any]:
     await api.data(LINK_DOCUMENT, {"d": documents[0], "n": deal["id"]}, **who.auth)
     other = await sign_up(api, workspace="Elsewhere")
     await create(api, other, fullName="Stranger", email="s@x.com")
-    return {"who": who, "ids": ids, "other": other, "documents": documents, "record": deal["id"]}
+    await make(api, who, ticket, {"stage": "lost", "amount": 3}, name="Small deal")
+    return {"who": who, "ids": ids, "other": other, "documents": documents, "record": deal["id"], "deal_type": ticket}
 
 
 async def same(api: Api, unplanned: Api, query: str, variables: dict[str, Any] | None, auth: dict[str, str]) -> dict[str, Any]:
@@ -328,6 +329,16 @@ APOLLO: dict[str, str] = {
   contacts(first: 5) { edges { node { id email @skip(if: $skipEmail)
     relationships(first: 2) @include(if: $withRels) { edges { node { kind } } } } } } }""",
     "node": "query Node($id: ID!) { node(id: $id) { __typename id ... on Contact { fullName email } } }",
+    "records": """query Deals($type: ID, $filter: RecordFilter, $order: [RecordOrder!], $first: Int, $after: String) {
+  records(objectTypeId: $type, filter: $filter, orderBy: $order, first: $first, after: $after) { __typename totalCount
+    edges { __typename cursor node { __typename id name displayName fields updatedAt
+      objectType { __typename id name displayName recordCount source { id } } source { __typename id } } }
+    pageInfo { __typename hasNextPage endCursor } } }""",
+    "people": """query Team($first: Int) {
+  members(first: $first) { __typename edges { __typename cursor node { __typename id role status createdAt
+    user { __typename id email name createdAt } } } pageInfo { hasNextPage } }
+  sources { __typename totalCount edges { node { __typename id name displayName provider status config hasCredentials } } }
+  contacts(first: 2) { edges { node { owner { __typename id role } source { __typename id name } } } } }""",
     "several": """query Dashboard($n: Int) { __typename
   people: contacts(first: $n) { edges { node { id fullName } } }
   recent: documents(first: $n) { totalCount edges { node { title } } }
@@ -352,6 +363,12 @@ def apollo_corpus(world: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         ("node", {"id": ids[2]}), ("node", {"id": documents[1]}),
         ("node", {"id": "Q29udGFjdDowMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDA="}),  # no such contact
         ("several", {"n": 2}),
+        ("records", {}), ("records", {"first": 1}),
+        ("records", {"type": world["deal_type"], "filter": {"fields": [{"field": "stage", "eq": "won"}]},
+                     "order": [{"customField": "amount", "direction": "DESC"}], "first": 50}),
+        ("records", {"type": world["deal_type"], "order": [{"field": "NAME"}]}),
+        ("records", {"type": "T2JqZWN0VHlwZTowMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDA="}),  # no such type: empty
+        ("people", {"first": 10}),
     ]
 
 
@@ -389,10 +406,11 @@ async def test_a_field_outside_the_declarations_falls_back_and_is_counted(
     api: Api, unplanned: Api, world: dict[str, Any],
 ) -> None:
     auth = world["who"].auth
-    query = "query Owned { contacts(first: 2) { edges { node { id owner { id } } } } }"
-    before = FALLBACKS.labels("Contact.owner")._value.get()
+    query = "query Typed { records(first: 2) { edges { node { id objectType { fieldDefinitions { name } } } } } }"
+    reason = "ObjectType.fieldDefinitions: field definitions are normalised in Python"
+    before = FALLBACKS.labels(reason)._value.get()
     await same(api, unplanned, query, {}, auth)
-    assert FALLBACKS.labels("Contact.owner")._value.get() == before + 1
+    assert FALLBACKS.labels(reason)._value.get() == before + 1
     for query, reason in (("{ viewer { user { id } } }", "Query.viewer"),
                           ("{ contacts { edges { node { relationships(kinds: [\"same_company\"]) { totalCount } } } } }",
                            "computed relationship kinds")):
@@ -429,3 +447,24 @@ async def test_root_fields_outside_the_declarations_are_resolved_beside_the_plan
     assert len([s for s in sql.statements if "relationships" in s or "documents" in s]) == 1, sql.statements
     refused = await same(api, unplanned, query, {"n": 500}, auth)  # the resolvers' error, for the planned part too
     assert refused["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_a_plan_made_for_an_object_types_fields_is_compiled_again_when_they_change(
+    api: Api, unplanned: Api, world: dict[str, Any],
+) -> None:
+    """A custom-field filter is compiled for the type's fields as they were; a changed type is
+    noticed by the statement itself, answered by the resolvers once, and compiled afresh."""
+    auth = world["who"].auth
+    variables = {"type": world["deal_type"], "filter": {"fields": [{"field": "amount", "gt": 5}]}}
+    first = await same(api, unplanned, APOLLO["records"], variables, auth)
+    assert [e["node"]["name"] for e in first["data"]["records"]["edges"]] == ["Big deal"]
+    change = ("mutation($id: ID!, $input: UpdateObjectTypeInput!) { updateObjectType(id: $id, input: $input) { userErrors { message } } }")
+    changed = await api.data(change, {"id": world["deal_type"], "input": {"displayName": "Deals!"}}, **auth)
+    assert changed["updateObjectType"]["userErrors"] == []
+    stale = FALLBACKS.labels("a plan gone stale (the rows it was compiled for changed)")._value.get()
+    again = await same(api, unplanned, APOLLO["records"], variables, auth)
+    assert again["data"]["records"]["edges"][0]["node"]["objectType"]["displayName"] == "Deals!"
+    assert FALLBACKS.labels("a plan gone stale (the rows it was compiled for changed)")._value.get() == stale + 1
+    before = fallbacks()
+    await same(api, unplanned, APOLLO["records"], variables, auth)
+    assert fallbacks() == before

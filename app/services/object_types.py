@@ -322,6 +322,13 @@ async def object_types_by_id(s: AsyncSession, p: Principal, keys: list[uuid.UUID
     return {o.id: o for o in rows}
 
 
+def record_count_sql(object_type_id: Any, ws: Any) -> Any:
+    """How many live records the type `object_type_id` (a uuid or a column) has, as SQL."""
+    return (select(func.count()).select_from(Record)
+            .where(Record.workspace_id == ws, Record.object_type_id == object_type_id, Record.deleted_at.is_(None))
+            .scalar_subquery())
+
+
 async def record_counts(s: AsyncSession, p: Principal, keys: list[uuid.UUID]) -> dict[uuid.UUID, int]:
     """Live records per object type."""
     ws = p.require(READ)

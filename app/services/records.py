@@ -482,15 +482,27 @@ async def list_records(
     object_type_given: bool = False, where: Any = None, order: Sequence[Order] = (), search: str | None = None,
 ) -> Page[Record]:
     """Live records (all with `includeDeleted`), default oldest first, ties broken by id."""
-    ws = p.require(READ)
-    ot = None
-    stmt = select(Record).where(Record.workspace_id == ws)
-    if object_type_given:
-        ot = await s.scalar(select(ObjectType).where(ObjectType.id == object_type_id, ObjectType.workspace_id == ws))
-        if ot is not None:
-            stmt = stmt.where(Record.object_type_id == ot.id)
+    ot = await object_type_of(s, p, object_type_id) if object_type_given else None
     if object_type_given and ot is None:
         return Page([], [], False, False, _zero)
+    stmt, keys = records_query(p, ot, where=where, order=order, search=search)
+    return await _paginate(s, stmt, keys, args)
+
+
+async def object_type_of(s: AsyncSession, p: Principal, object_type_id: uuid.UUID | None) -> ObjectType | None:
+    """The workspace's object type of that id (None: there is none, the list is empty)."""
+    ws = p.require(READ)
+    return await s.scalar(select(ObjectType).where(ObjectType.id == object_type_id, ObjectType.workspace_id == ws))
+
+
+def records_query(p: Principal, ot: ObjectType | None, *, where: Any = None, order: Sequence[Order] = (),
+                  search: str | None = None) -> tuple[Select[Any], list[SortKey]]:
+    """The records a list shows (of `ot`, or of every type), unordered, and the sort keys of
+    `order`; custom fields are `ot`'s, as it was read."""
+    ws = p.require(READ)
+    stmt = select(Record).where(Record.workspace_id == ws)
+    if ot is not None:
+        stmt = stmt.where(Record.object_type_id == ot.id)
     if not getattr(where, "include_deleted", None):
         stmt = stmt.where(Record.deleted_at.is_(None))
     if where is not None:
@@ -518,7 +530,7 @@ async def list_records(
     # ORDER BY is exactly the order of its index.
     tie = keys[0].expr.table.c.record_id if len(keys) == 1 and order and order[0].custom_field else Record.id
     keys.append(SortKey(tie, lambda r: r.id, descending=keys[-1].descending))
-    return await _paginate(s, stmt, keys, args)
+    return stmt, keys
 
 
 async def _zero() -> int:

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,11 +49,16 @@ def sort_keys(order: Sequence[tuple[str, bool]] | None) -> list[SortKey]:
 async def list_sources(
     s: AsyncSession, p: Principal, args: PageArgs, *, where: Any = None, order: Sequence[tuple[str, bool]] | None = None
 ) -> Page[Source]:
+    return await paginate(s, *sources_query(p, where=where, order=order), args)
+
+
+def sources_query(p: Principal, *, where: Any = None, order: Sequence[tuple[str, bool]] | None = None
+                  ) -> tuple[Select[Any], list[SortKey]]:
     ws = p.require(READ)
     query = select(Source).where(Source.workspace_id == ws)
     if where is not None:
         query = query.where(filters.compile_filter(where, FILTER_FIELDS))
-    return await paginate(s, query, sort_keys(order), args)
+    return query, sort_keys(order)
 
 
 async def sources_by_id(s: AsyncSession, p: Principal, ids: list[uuid.UUID]) -> dict[uuid.UUID, Source]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
+from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Select, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import security
@@ -57,19 +58,22 @@ async def visible_workspaces(s: AsyncSession, p: Principal, ids: list[uuid.UUID]
 
 
 async def list_members(s: AsyncSession, p: Principal, args: PageArgs) -> Page[Member]:
-    ws = _members_visible(p)
-    return await paginate(s, select(Member).where(Member.workspace_id == ws), MEMBER_ORDER, args)
+    return await paginate(s, *members_query(p), args)
+
+
+def members_query(p: Principal) -> tuple[Select[Any], list[SortKey]]:
+    return select(Member).where(Member.workspace_id == members_visible(p)), MEMBER_ORDER
 
 
 async def members_by_id(s: AsyncSession, p: Principal, member_ids: list[uuid.UUID]) -> dict[uuid.UUID, Member]:
-    ws = _members_visible(p)
+    ws = members_visible(p)
     rows = await s.scalars(select(Member).where(Member.workspace_id == ws, Member.id.in_(member_ids)))
     return {m.id: m for m in rows}
 
 
 async def users_of_workspace(s: AsyncSession, p: Principal, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, User]:
     """Users are visible to their fellow members (and to themselves), nobody else."""
-    ws = _members_visible(p)
+    ws = members_visible(p)
     rows = await s.scalars(
         select(User).join(Member, Member.user_id == User.id).where(Member.workspace_id == ws, User.id.in_(user_ids))
     )
@@ -88,7 +92,7 @@ def _check_role_change(p: Principal, target_role: str, new_role: str | None) -> 
         raise Invalid(Problem(f"Granting {new_role} needs the scopes it carries", "FORBIDDEN", ("role",)))
 
 
-def _members_visible(p: Principal) -> uuid.UUID:
+def members_visible(p: Principal) -> uuid.UUID:
     """Members and their emails are for users of the workspace, and for API keys that
     administer it, not for every integration's key."""
     ws = p.require_workspace()

@@ -52,6 +52,7 @@ from schema.plan import encode
 from schema.plan.encode import NotPlannable
 from schema.plan.fields import (
     ROOTS,
+    RootConnection,
     TYPES,
     Children,
     Column,
@@ -84,22 +85,26 @@ class Compiled:
     must be allowed to read, the slots, and the variables that only fill slots."""
 
     roots: list[tuple[str, Any]]
-    scopes: set[str]
+    scopes: set[Any]
+    "Scopes, or rules (see TypePlan.scope), a caller must pass to share the statement."
     slots: list[Slot]
     shapers: dict[int, Binder]
     """By argument: what the statement assumed of its value (a node id's type, which cursor
     values are null), so that a request for which that differs gets a statement of its own."""
     unplanned: dict[str, str]
     "Root fields (by response key) left to the resolvers, and why."
+    guards: list[Any]
+    "Conditions on the database the statement holds under (see RootConnection.guard)."
     order: list[str]
     "Every root response key, in order."
 
 
 @dataclass
 class _Walk:
-    scopes: set[str] = field(default_factory=set)
+    scopes: set[Any] = field(default_factory=set)
     slots: list[Slot] = field(default_factory=list)
     shapers: dict[int, Binder] = field(default_factory=dict)
+    guards: list[Any] = field(default_factory=list)
 
 
 def _placeholder(value: Any, n: int) -> Any:
@@ -131,6 +136,20 @@ class Compiler:
         self.variables = variables
         self.scope = Scope(dataclasses.replace(principal, workspace_id=WORKSPACE))
         self.walk = _Walk()
+        self.loaded: dict[str, Any] = {}
+        "What the roots that `load` read, by response key."
+
+    def loads(self) -> list[tuple[str, RootConnection, dict[str, Any]]]:
+        """The root fields that read stored rows before they can be compiled (key, root, arguments)."""
+        query = self.gql.query_type
+        assert query is not None
+        out = []
+        for key, details in collect_fields(self.gql, self.fragments, self.variables, query, self.operation).grouped_field_set.items():
+            definition = query.fields.get(details[0].node.name.value)
+            root = ROOTS.get(_python_name(definition)) if definition is not None else None
+            if root is not None and root.load is not None:
+                out.append((key, root, self.arguments(definition, details[0].node)))  # type: ignore[arg-type]
+        return out
 
     # ------------------------------------------------------------------ entry
 
@@ -141,9 +160,10 @@ class Compiler:
         roots, unplanned = [], {}
         for key, details in collected.grouped_field_set.items():
             nodes = [d.node for d in details]
-            walked = dataclasses.replace(self.walk, scopes=set(self.walk.scopes), slots=list(self.walk.slots), shapers=dict(self.walk.shapers))
+            walked = dataclasses.replace(self.walk, scopes=set(self.walk.scopes), slots=list(self.walk.slots),
+                                         shapers=dict(self.walk.shapers), guards=list(self.walk.guards))
             try:
-                roots.append((key, self.root_field(query, nodes)))
+                roots.append((key, self.root_field(query, nodes, key)))
             except NotPlannable as refusal:
                 self.walk = walked  # what the field's walk registered goes with it
                 unplanned[key] = str(refusal)
@@ -152,10 +172,10 @@ class Compiler:
             raise NotPlannable(next(iter(unplanned.values())))
         if unplanned and not all(isinstance(n, FieldNode) for n in self.operation.selection_set.selections):
             raise NotPlannable(next(iter(unplanned.values())))  # the resolvers' part would be a fragment's
-        return Compiled(roots, self.walk.scopes, self.walk.slots, self.walk.shapers, unplanned,
+        return Compiled(roots, self.walk.scopes, self.walk.slots, self.walk.shapers, unplanned, self.walk.guards,
                         list(collected.grouped_field_set))
 
-    def root_field(self, query: GraphQLObjectType, nodes: list[FieldNode]) -> Any:
+    def root_field(self, query: GraphQLObjectType, nodes: list[FieldNode], key: str) -> Any:
         field_name = nodes[0].name.value
         if field_name == "__typename":
             return literal_column("'\"Query\"'", Text)
@@ -168,7 +188,13 @@ class Compiler:
             raise NotPlannable(f"Query.{field_name}")
         arguments = self.arguments(definition, nodes[0])
         self.require(TYPES[root.type_name])
-        stmt, keys = root.rows(self.scope.principal, arguments)
+        if root.load is None:
+            stmt, keys = root.rows(self.scope.principal, arguments)
+        else:
+            loaded = self.loaded[key]
+            stmt, keys = root.rows(self.scope.principal, arguments, loaded)
+            if root.guard is not None:
+                self.walk.guards.append(root.guard(loaded, arguments, self.scope))
         connection = get_named_type(definition.type)
         return sql_cast(self.connection(connection, stmt, keys, nodes, arguments, self.scope), Text)
 

@@ -14,7 +14,7 @@ builds one SQL statement that returns the response JSON.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,7 +115,8 @@ class TypePlan:
     table: FromClause | None
     "None for an embedded object type, whose rows come from the field embedding it."
     fields: dict[str, Field]
-    scope: str | None
+    scope: str | Callable[[Principal], Any] | None
+    "What a reader must hold: a scope, or a rule of the service that raises for others."
     visible: Callable[[Row, Any], ColumnElement[bool]]
     "The rows of a workspace (`row`, workspace id) that `node(id)` and references show."
 
@@ -130,10 +131,16 @@ class TypePlan:
 
 @dataclass(frozen=True)
 class RootConnection:
-    """A root field answering a connection: `rows(principal, arguments)` as the service lists them."""
+    """A root field answering a connection: `rows(principal, arguments)` as the service lists
+    them. A list whose query depends on stored rows (a type's custom fields) reads them first,
+    `load(session, principal, arguments)`, and passes them to `rows` as a third argument; the
+    statement then holds only while `guard(loaded, arguments, scope)` is true of the database (it
+    is checked by the same statement, and a plan found stale is compiled again)."""
 
     type_name: str
-    rows: Callable[[Principal, dict[str, Any]], tuple[Select[Any], Sequence[SortKey]]]
+    rows: Callable[..., tuple[Select[Any], Sequence[SortKey]]]
+    load: Callable[[Any, Principal, dict[str, Any]], Awaitable[Any]] | None = None
+    guard: Callable[[Any, dict[str, Any], Scope], ColumnElement[bool]] | None = None
 
 
 TYPES: dict[str, TypePlan] = {}
@@ -154,7 +161,7 @@ def _anywhere(row: Row, ws: Any) -> ColumnElement[bool]:
 
 
 def declare(
-    cls: type, table: Table | None = None, *, scope: str | None = None,
+    cls: type, table: Table | None = None, *, scope: str | Callable[[Principal], Any] | None = None,
     visible: Callable[[Row, Any], ColumnElement[bool]] | None = None, **fields: Field,
 ) -> None:
     """Declares how the Strawberry type `cls` is read from SQL; `fields` by Python field name.
@@ -166,6 +173,10 @@ def declare(
         TYPES[name] = TypePlan(name, table, dict(fields), scope, visible or _workspace_rows)
 
 
-def declare_root(name: str, cls: type, rows: Callable[[Principal, dict[str, Any]], tuple[Select[Any], Sequence[SortKey]]]) -> None:
-    """Declares the root field `name` (Python name) as a connection of `cls`."""
-    ROOTS[name] = RootConnection(_graphql_name(cls), rows)
+def declare_root(
+    name: str, cls: type, rows: Callable[..., tuple[Select[Any], Sequence[SortKey]]], *,
+    load: Callable[[Any, Principal, dict[str, Any]], Awaitable[Any]] | None = None,
+    guard: Callable[[Any, dict[str, Any], Scope], ColumnElement[bool]] | None = None,
+) -> None:
+    """Declares the root field `name` (Python name) as a connection of `cls` (see RootConnection)."""
+    ROOTS[name] = RootConnection(_graphql_name(cls), rows, load, guard)

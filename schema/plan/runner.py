@@ -41,7 +41,7 @@ from graphql import (
 from graphql.execution.collect_fields import FragmentDetails
 from graphql.execution.values import VariableValues, get_variable_values
 from prometheus_client import Counter
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.engine import Dialect
 from strawberry.extensions import SchemaExtension
 
@@ -66,12 +66,14 @@ class Statement:
     bound: tuple[tuple[str, Callable[[Any], Any] | None, Slot | None], ...]
     "(parameter, conversion, slot): a slot's value, or the workspace where the slot is None."
     keys: tuple[str, ...]
-    scopes: frozenset[str]
+    scopes: frozenset[Any]
     unplanned: dict[str, str]
     order: tuple[str, ...]
     "Every root response key, in the document's order."
     rest: DocumentNode | None
     "The document of the `unplanned` root fields, for the resolvers."
+    guarded: bool
+    "Whether the row ends with the guards' verdict (see RootConnection.guard)."
 
 
 @dataclass
@@ -168,17 +170,18 @@ async def answer(ec: Any) -> Answer | None:
     coerced = get_variable_values(ec.schema._schema, operation.variable_definitions or (), raw)
     if not isinstance(coerced, VariableValues):
         raise NotPlannable("bad variables")
-    statement = plan.statements.get(_shape(plan, raw, coerced)) if plan.bindable is not None else None
+    shape = _shape(plan, raw, coerced) if plan.bindable is not None else None
+    statement = plan.statements.get(shape) if shape is not None else None
     if statement is None:
-        statement = _compile(ec, plan, operation, coerced, services.db.engine.dialect)
+        statement = await _compile(ec, plan, operation, coerced, services.db.engine.dialect)
     else:
-        plan.statements.move_to_end(_shape(plan, raw, coerced))
+        plan.statements.move_to_end(shape)
     if isinstance(statement, str):
         raise NotPlannable(statement)
     principal = context.principal
     try:
         for scope in statement.scopes:
-            principal.require(scope)
+            principal.require(scope) if isinstance(scope, str) else scope(principal)
     except ServiceError:
         raise NotPlannable("the caller's scopes") from None
     ws = principal.workspace_id
@@ -192,6 +195,11 @@ async def answer(ec: Any) -> Answer | None:
     data: dict[str, Any] = {}
     if statement.keys:
         (row,) = await services.db.read(ws, statement.sql, params)
+        if statement.guarded:
+            *row, holds = row
+            if not holds:
+                plan.statements.pop(_shape(plan, raw, coerced), None)
+                raise NotPlannable("a plan gone stale (the rows it was compiled for changed)")
         for key, text in zip(statement.keys, row, strict=True):
             if text is not None and MISSING_TEXT in text:
                 raise NotPlannable("a node missing under a non-null field")
@@ -210,14 +218,18 @@ def _rest(document: DocumentNode, operation: OperationDefinitionNode, unplanned:
     return dataclasses.replace(document, definitions=tuple(narrowed if d is operation else d for d in document.definitions))
 
 
-def _compile(ec: Any, plan: _Plan, operation: Any, coerced: VariableValues, dialect: Dialect) -> Statement | str:
+async def _compile(ec: Any, plan: _Plan, operation: Any, coerced: VariableValues, dialect: Dialect) -> Statement | str:
     """Compiles the operation for these variables and keeps the outcome under their shape."""
     document = ec.graphql_document
     fragments = {d.name.value: FragmentDetails(d) for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
     raw = ec.variables or {}
     ec.context.services.plans.compiled += 1
     try:
-        compiled = Compiler(ec.schema, operation, fragments, coerced, ec.context.principal).compile()
+        compiler = Compiler(ec.schema, operation, fragments, coerced, ec.context.principal)
+        for key, root, arguments in compiler.loads():
+            async with ec.context.db() as session:
+                compiler.loaded[key] = await root.load(session, ec.context.principal, arguments)  # type: ignore[misc]
+        compiled = compiler.compile()
         statement: Statement | str = _statement(compiled, dialect, document, operation)
         if plan.bindable is None:
             plan.bindable = _only_in_slots(document)
@@ -237,7 +249,10 @@ def _compile(ec: Any, plan: _Plan, operation: Any, coerced: VariableValues, dial
 
 
 def _statement(compiled: Compiled, dialect: Dialect, document: DocumentNode, operation: OperationDefinitionNode) -> Statement:
-    stmt = select(*(expr.label(f"r{i}") for i, (_, expr) in enumerate(compiled.roots)))
+    columns = [expr.label(f"r{i}") for i, (_, expr) in enumerate(compiled.roots)]
+    if compiled.guards:
+        columns.append(and_(*compiled.guards).label("holds"))
+    stmt = select(*columns)
     state = stmt.compile(dialect=dialect).construct_expanded_state()
     by_placeholder = {id(s.placeholder): s for s in compiled.slots}
     params, bound = {}, []
@@ -255,7 +270,8 @@ def _statement(compiled: Compiled, dialect: Dialect, document: DocumentNode, ope
     keys = tuple(k for k, _ in compiled.roots)
     order = tuple(k for k in compiled.order)
     rest = _rest(document, operation, compiled.unplanned) if compiled.unplanned else None
-    return Statement(state.statement, params, tuple(bound), keys, frozenset(compiled.scopes), compiled.unplanned, order, rest)
+    return Statement(state.statement, params, tuple(bound), keys, frozenset(compiled.scopes), compiled.unplanned, order, rest,
+                     bool(compiled.guards))
 
 
 def _shape(plan: _Plan, raw: dict[str, Any], coerced: VariableValues) -> Any:
