@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from enum import Enum
 
 import strawberry
@@ -27,15 +28,14 @@ class SearchHit:
 
 @strawberry.type
 class SearchQueries:
-    @strawberry.field(description='Ranked full-text search across contacts, records and documents. Words must all match; "a phrase" in quotes matches in order; word* matches by prefix. Only types the caller may read.')
+    @strawberry.field(description='Ranked full-text search across contacts, records and documents. Words must all match; "a phrase" in quotes matches in order; word* matches by prefix. Only types the caller may read. Best first, ties by type and id. '
+                      f'When more than {service.CANDIDATES_PER_TYPE:,} rows of one type match, only {service.CANDIDATES_PER_TYPE:,} of them are ranked: the first its index yields, not the best, so that a common word costs what a rare one does; add words to narrow such a search.')
     async def search(self, info: Info, query: str, types: list[SearchableType] | None = None, first: int | None = 20
                      ) -> list[SearchHit]:
         async with info.context.db() as s:
             hits = await service.search(s, info.context.principal, query, [t.value for t in types or []] or None,
                                        20 if first is None else first)
-        out = []
-        for hit in hits:
-            node = await load_node(info, hit.type_name, hit.id)
-            if node is not None:
-                out.append(SearchHit(node=node, score=hit.score, snippet=hit.snippet))
-        return out
+        # Loaded together, so that each type's loader fetches its hits in one batch.
+        nodes = await asyncio.gather(*(load_node(info, hit.type_name, hit.id) for hit in hits))
+        return [SearchHit(node=node, score=hit.score, snippet=hit.snippet)
+                for hit, node in zip(hits, nodes, strict=True) if node is not None]

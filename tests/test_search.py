@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import psycopg
+
+from app.config import Settings
+from app.services import ids
+from app.services.search import CANDIDATES_PER_TYPE
 from tests.conftest import Account, Api
 from tests.test_documents import create as create_document
 from tests.test_records import make, make_type
@@ -105,3 +112,64 @@ async def test_snippets_are_escaped_text_with_only_the_servers_marks(api: Api, a
     document = next(h["snippet"] for h in hits if h["node"]["__typename"] == "Document")
     assert "&lt;svg onload=alert(2)&gt; &amp;" in document  # stored markup is shown as text
     assert "fake" in document and "<mark>fake" not in document  # the marks are the server's alone
+
+
+@contextmanager
+def as_app_role(settings: Settings, account: Account, *first: str) -> Iterator[psycopg.Connection[Any]]:
+    """A transaction as the app role in `account`'s workspace, set the way a tenant session sets
+    it, after the statements `first` as the owner."""
+    with psycopg.connect(settings.database_url or "") as conn, conn.transaction():
+        for statement in first:
+            conn.execute(statement)
+        conn.execute("select set_config('role', %s, true), set_config('app.workspace_id', %s, true)",
+                     (settings.app_role, str(ids.decode(account.workspace_id)[1])))
+        yield conn
+
+
+async def test_a_common_word_ranks_the_best_of_its_capped_candidates(api: Api, alice: Account, settings: Settings) -> None:
+    # More contacts match than are ranked; some of them have the word in their name too, and
+    # enough of them (first + the rows left out) that any capped choice holds `first` of them.
+    first, left_out = 10, 100
+    named = first + left_out
+    workspace = ids.decode(alice.workspace_id)[1]
+    with psycopg.connect(settings.database_url or "", autocommit=True) as conn:
+        conn.execute(
+            "insert into contacts (id, workspace_id, full_name, title) "
+            "select gen_random_uuid(), %s, case when i <= %s then 'Wally Walrus' else 'Pat Smith' end, 'Walrus trainer' "
+            "from generate_series(1, %s) i", (workspace, named, CANDIDATES_PER_TYPE + left_out))
+    with as_app_role(settings, alice) as conn:
+        ranked = conn.execute("select count(*) from ctxgraph_contact_candidates(plainto_tsquery('english', 'walrus'), %s)",
+                              (CANDIDATES_PER_TYPE,)).fetchone()
+    assert ranked == (CANDIDATES_PER_TYPE,)
+
+    hits = await search(api, alice.auth, "walrus", first=first)
+    assert titles(hits) == ["Wally Walrus"] * first  # the best of the candidates, whichever they were
+    assert len({h["score"] for h in hits}) == 1
+    uuids = [ids.decode(h["node"]["id"])[1] for h in hits]
+    assert uuids == sorted(uuids)  # ties by id
+    assert await search(api, alice.auth, "walrus", first=first) == hits
+
+    page = await search(api, alice.auth, "walrus", first=100)
+    assert len(page) == 100
+    keys = [(-h["score"], ids.decode(h["node"]["id"])[1]) for h in page]
+    assert keys == sorted(keys)
+
+
+async def test_the_app_role_matches_every_type_through_an_index(api: Api, alice: Account, settings: Settings) -> None:
+    type_id = await make_type(api, alice, "narwhal_kind", [{"name": "notes", "fieldType": "TEXT"}])
+    await make(api, alice, type_id, {"notes": "narwhal sightings"}, name="Narwhal record")
+    await create_document(api, alice, title="Narwhal notes", content="A narwhal was seen.")
+    await api.data('mutation { createContact(input: {fullName: "Nora Narwhal"}) { contact { id } } }', **alice.auth)
+    plans: list[str] = []
+    # auto_explain shows the plans inside the SECURITY DEFINER functions, which EXPLAIN does not
+    explain_all = ("load 'auto_explain'", "set local auto_explain.log_min_duration = 0",
+                   "set local auto_explain.log_nested_statements = on", "set local client_min_messages = log")
+    with as_app_role(settings, alice, *explain_all) as conn:
+        conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+        for function in ("contact", "record", "chunk"):
+            found = conn.execute(f"select count(*) from ctxgraph_{function}_candidates(plainto_tsquery('english', 'narwhal'), 1000)")
+            assert found.fetchone() == (1,), function
+    inside = [p for p in plans if "FROM contacts c" in p or "FROM records r" in p or "FROM document_chunks c" in p]
+    assert len(inside) == 3, plans
+    for plan in inside:  # the word's GIN index or the workspace's btree, as the estimates say; never a scan
+        assert "Index Scan" in plan and "Seq Scan" not in plan, plan

@@ -1,8 +1,10 @@
 """Ranked full-text search over contacts, records and document chunks (PostgreSQL full text).
 
 Query syntax: words must all match (stemmed, English); "a quoted phrase" matches in order;
-`word*` matches by prefix. Records and chunks are matched through the SECURITY DEFINER
-functions of migration 0003, so that their GIN indexes are used under row-level security.
+`word*` matches by prefix. Each type is matched through a SECURITY DEFINER function of
+migration 0009, so that its GIN index is used under row-level security, and only the first
+`CANDIDATES_PER_TYPE` matches the index yields are ranked; snippets are made for the hits
+returned alone. (The lists' `search:` filters use the unbounded functions of 0003.)
 """
 
 from __future__ import annotations
@@ -10,15 +12,15 @@ from __future__ import annotations
 import html
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, literal, literal_column, select
+from sqlalchemy import UUID, ColumnElement, Select, and_, case, func, literal, null, select, union_all
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Document, DocumentChunk, Record
+from app.db.models import Contact, DocumentChunk, Record
 from app.services.access import Principal
 from app.services.errors import BadInput
 
@@ -80,6 +82,14 @@ def document_ids_matching(text: str) -> Select[Any]:
     return select(matches.c.document_id)
 
 
+CANDIDATES_PER_TYPE = 500
+"""Matches of one type that a search ranks: the first its index yields, not the best. A word
+that matches more rows is ranked within these only, so that a common word costs what a rare one
+does, whatever the size of the workspace. Ranking costs about 2-4 µs a candidate (a chunk's
+vector is 1.5 kB): at 500 a common word over every type takes PostgreSQL about 5-8 ms, at 1,000
+about 8-13 (bench/search.py, 2-core VM)."""
+
+
 @dataclass(frozen=True)
 class Hit:
     type_name: str
@@ -88,55 +98,59 @@ class Hit:
     snippet: str | None
 
 
-async def _record_hits(s: AsyncSession, ws: uuid.UUID, q: ColumnElement[Any], limit: int) -> list[Hit]:
-    matches = func.ctxgraph_record_matches(q).table_valued("record_id", "rank").alias("m")
-    top = (select(matches.c.record_id, matches.c.rank).join(Record, Record.id == matches.c.record_id)
-           .where(Record.workspace_id == ws, Record.deleted_at.is_(None))
-           .order_by(matches.c.rank.desc(), matches.c.record_id).limit(limit).subquery())
-    text = Record.name + literal("\n") + Record.search_text
-    rows = await s.execute(
-        select(top.c.record_id, top.c.rank, _headline(text, q))
-        .join(Record, Record.id == top.c.record_id).where(Record.workspace_id == ws)
-    )
-    return [Hit("Record", rid, float(rank), snippet_html(snippet)) for rid, rank, snippet in rows]
+def _candidates(function: Any, q: ColumnElement[Any], *columns: str) -> Any:
+    """The ranked candidates of one of migration 0009's functions, as a table."""
+    return function(q, CANDIDATES_PER_TYPE).table_valued(*columns, "rank")
 
 
-async def _document_hits(s: AsyncSession, ws: uuid.UUID, q: ColumnElement[Any], limit: int) -> list[Hit]:
+def _row_hits(type_name: str, function: Any, id_column: str) -> Callable[[ColumnElement[Any], int], Select[Any]]:
+    """The best `first` candidates of a type whose rows are its hits (contacts, records)."""
+    def hits(q: ColumnElement[Any], first: int) -> Select[Any]:
+        m = _candidates(function, q, id_column)
+        return select(literal(type_name).label("type_name"), m.c[id_column].label("id"),
+                      null().cast(UUID).label("chunk_id"), m.c.rank
+                      ).order_by(m.c.rank.desc(), m.c[id_column]).limit(first)
+    return hits
+
+
+def _document_hits(q: ColumnElement[Any], first: int) -> Select[Any]:
     """A document ranks by its best chunk; the snippet comes from that chunk."""
-    matches = func.ctxgraph_chunk_matches(q).table_valued("chunk_id", "document_id", "rank").alias("m")
-    best = (select(matches.c.chunk_id, matches.c.document_id, matches.c.rank)
-            .ext(distinct_on(matches.c.document_id))
-            .join(Document, Document.id == matches.c.document_id)
-            .where(Document.workspace_id == ws, Document.deleted_at.is_(None))
-            .order_by(matches.c.document_id, matches.c.rank.desc()).subquery())
-    top = select(best).order_by(best.c.rank.desc(), best.c.document_id).limit(limit).subquery()
-    text = DocumentChunk.heading + literal("\n") + DocumentChunk.content
-    rows = await s.execute(
-        select(top.c.document_id, top.c.rank, _headline(text, q))
-        .join(DocumentChunk, DocumentChunk.id == top.c.chunk_id).where(DocumentChunk.workspace_id == ws)
-    )
-    return [Hit("Document", did, float(rank), snippet_html(snippet)) for did, rank, snippet in rows]
+    m = _candidates(func.ctxgraph_chunk_candidates, q, "chunk_id", "document_id")
+    best = (select(m.c.document_id, m.c.chunk_id, m.c.rank).ext(distinct_on(m.c.document_id))
+            .order_by(m.c.document_id, m.c.rank.desc(), m.c.chunk_id).subquery("best_chunks"))
+    return select(literal("Document").label("type_name"), best.c.document_id.label("id"), best.c.chunk_id,
+                  best.c.rank).order_by(best.c.rank.desc(), best.c.document_id).limit(first)
 
 
-async def _contact_hits(s: AsyncSession, ws: uuid.UUID, q: ColumnElement[Any], limit: int) -> list[Hit]:
-    """Contacts are the contacts domain's table: matched on their names, emails, company and title."""
-    from app.db.models import Contact
+_HITS = {
+    "CONTACT": _row_hits("Contact", func.ctxgraph_contact_candidates, "contact_id"),
+    "RECORD": _row_hits("Record", func.ctxgraph_record_candidates, "record_id"),
+    "DOCUMENT": _document_hits,
+}
 
-    text = func.concat_ws(" ", Contact.full_name, Contact.email, Contact.company, Contact.title, Contact.city)
-    vector = func.setweight(func.to_tsvector("english", Contact.full_name), literal_column("'A'")).op("||")(
-        func.to_tsvector("english", text))
-    rank = func.ts_rank_cd(vector, q, 1).label("rank")
-    rows = await s.execute(
-        select(Contact.id, rank, _headline(text, q))
-        .where(Contact.workspace_id == ws, Contact.deleted_at.is_(None), vector.op("@@")(q))
-        .order_by(rank.desc(), Contact.id).limit(limit)
-    )
-    return [Hit("Contact", cid, float(r), snippet_html(snippet)) for cid, r, snippet in rows]
+
+def _snippet_text(ws: uuid.UUID, hits: Any) -> tuple[ColumnElement[Any], list[tuple[Any, ColumnElement[bool]]]]:
+    """The text each hit's snippet is taken from, and the outer joins that reach it: a contact's
+    matched fields, a record's name and text, a document's matching chunk."""
+    contact_text = func.concat_ws(" ", Contact.full_name, Contact.email, Contact.company, Contact.title, Contact.city)
+    record_text = Record.name + literal("\n") + Record.search_text
+    chunk_text = DocumentChunk.heading + literal("\n") + DocumentChunk.content
+    joins = [
+        (Contact, and_(hits.c.type_name == "Contact", Contact.id == hits.c.id, Contact.workspace_id == ws)),
+        (Record, and_(hits.c.type_name == "Record", Record.id == hits.c.id, Record.workspace_id == ws)),
+        (DocumentChunk, and_(DocumentChunk.id == hits.c.chunk_id, DocumentChunk.workspace_id == ws)),
+    ]
+    text = case((hits.c.type_name == "Contact", contact_text), (hits.c.type_name == "Record", record_text),
+                else_=chunk_text)
+    return text, joins
 
 
 async def search(s: AsyncSession, p: Principal, text: str, types: Sequence[str] | None, first: int) -> list[Hit]:
     """The best `first` hits of the types asked for (all by default) that the caller may read,
-    best first; live rows of the caller's workspace only."""
+    best first (ties by type and id); live rows of the caller's workspace only.
+
+    One statement: each type's best `first` of its ranked candidates, the best `first` of those,
+    and the snippets of these alone."""
     ws = p.require_workspace()
     if not 0 <= first <= MAX_HITS:
         raise BadInput(f"first must be between 0 and {MAX_HITS}")
@@ -144,11 +158,14 @@ async def search(s: AsyncSession, p: Principal, text: str, types: Sequence[str] 
     if types and not wanted:
         p.require(TYPES[types[0]])  # raises FORBIDDEN: nothing asked for is readable
     q = tsquery(text)
-    finders = {"RECORD": _record_hits, "DOCUMENT": _document_hits, "CONTACT": _contact_hits}
-    hits: list[Hit] = []
-    for type_name in dict.fromkeys(wanted):
-        if first:
-            hits += await finders[type_name](s, ws, q, first)
-    hits.sort(key=lambda h: (-h.score, h.type_name, h.id))
-    return hits[:first]
-
+    if not first or not wanted:
+        return []
+    per_type = [_HITS[t](q, first).subquery() for t in dict.fromkeys(wanted)]
+    every = union_all(*(select(hits) for hits in per_type)).subquery("hits")
+    best = select(every).order_by(every.c.rank.desc(), every.c.type_name, every.c.id).limit(first).subquery("best")
+    snippet_text, joins = _snippet_text(ws, best)
+    statement = select(best.c.type_name, best.c.id, best.c.rank, _headline(snippet_text, q)).select_from(best)
+    for table, on in joins:
+        statement = statement.outerjoin(table, on)
+    rows = await s.execute(statement.order_by(best.c.rank.desc(), best.c.type_name, best.c.id))
+    return [Hit(type_name, id_, float(rank), snippet_html(snippet)) for type_name, id_, rank, snippet in rows]
