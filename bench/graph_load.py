@@ -31,7 +31,8 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jobs_support import env_of, free_port, process, scratch_settings, sign_up, wait_healthy  # noqa: E402
+from jobs_support import env_of, process, scratch_settings, wait_healthy  # noqa: E402
+from support import free_port, sign_up  # noqa: E402
 
 HEAVY_CLIENTS = 4
 # As Apollo Client sends them: named operations, __typename on every selection, sizes as variables.

@@ -19,8 +19,9 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from jobs_support import (  # noqa: E402
-    JOB, START, contacts, env_of, free_port, graphql, process, scratch_settings, sign_up, wait_healthy,
+    JOB, START, contacts, env_of, graphql, process, scratch_settings, wait_healthy,
 )
+from support import free_port, sign_up  # noqa: E402
 
 
 TIMES = "query($id: ID!) { node(id: $id) { ... on Job { createdAt startedAt finishedAt } } }"

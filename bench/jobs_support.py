@@ -1,23 +1,21 @@
-"""Shared by bench/import.py and bench/subscriptions.py: a scratch database, a user, processes."""
+"""Shared by bench/import.py, bench/subscriptions.py and bench/graph_load.py: migrated settings, processes."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 
 from app.config import Settings
 from app.db.migrate import upgrade
+from support import database
 
 CTXGRAPH = str(Path(sys.executable).with_name("ctxgraph"))
 ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -27,18 +25,11 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 @contextlib.contextmanager
 def scratch_settings(home: Path, **changes: Any) -> Iterator[Settings]:
     """Settings over a new, migrated database, dropped afterwards."""
-    name = f"ctxgraph_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = ADMIN_URL.rpartition("/")[0]
-    settings = Settings(database_url=f"{base}/{name}", redis_url=REDIS_URL, home=home,
-                        rate_limit_per_minute=10_000_000, **changes).with_secrets()
-    try:
+    with database(ADMIN_URL) as url:
+        settings = Settings(database_url=url, redis_url=REDIS_URL, home=home,
+                            rate_limit_per_minute=10_000_000, **changes).with_secrets()
         upgrade(settings)
         yield settings
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def env_of(settings: Settings, **extra: str) -> dict[str, str]:
@@ -60,12 +51,6 @@ def process(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[b
             proc.kill()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
     while True:
@@ -82,19 +67,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-SIGN_UP = """mutation($input: SignUpInput!) { signUp(input: $input) {
-  accessToken viewer { workspaces { id } } userErrors { message } } }"""
-
-
-def sign_up(url: str) -> tuple[str, str]:
-    """(access token, workspace id) of a new user."""
-    body = httpx.post(f"{url}/graphql", json={"query": SIGN_UP, "variables": {"input": {
-        "email": f"bench-{uuid.uuid4().hex[:8]}@example.com", "password": "correct horse battery",
-        "name": "Bench", "workspaceName": "Bench"}}}, timeout=30).json()
-    payload = body["data"]["signUp"]
-    return payload["accessToken"], payload["viewer"]["workspaces"][0]["id"]
 
 
 def graphql(url: str, token: str, workspace: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:

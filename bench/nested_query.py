@@ -18,32 +18,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import io
-import json
 import os
-import random
-import re
-import socket
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
-import psycopg
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-CONTACTS, RELATIONSHIPS, HUB_NEIGHBOURS = 10_000, 50_000, 200
-CONCURRENCY = 10
+from support import (  # noqa: E402
+    CONCURRENCY, CONTACTS, HUB_NEIGHBOURS, RELATIONSHIPS, Baseline, analyze, api_env, database, free_port, global_id,
+    load, migrated_settings, seed_graph, serve_api, serve_baseline, sign_up, statements_per_request, stop, workspace_uuid,
+)
+
 Q1 = "{ contacts(first: 50) { edges { node { id fullName email } } } }"
 Q2 = ("{ contacts(first: 50) { edges { node { id fullName relationships(first: 10) { edges { node { kind "
       "other { ... on Contact { fullName } } } } } } } } }")
@@ -72,181 +63,7 @@ CROSS JOIN LATERAL (
   JOIN contacts o ON o.id = CASE WHEN e.source_id = c.id THEN e.target_id ELSE e.source_id END
 ) r
 """
-
-
-def baseline_app(database_url: str, workspace_id: str) -> Any:
-    from psycopg_pool import AsyncConnectionPool
-    from starlette.applications import Starlette
-    from starlette.responses import Response
-    from starlette.routing import Route
-
-    pool = AsyncConnectionPool(database_url, min_size=4, max_size=10, open=False)
-
-    def endpoint(sql: str) -> Any:
-        async def run(_: Any) -> Response:
-            async with pool.connection() as conn:
-                row = await (await conn.execute(sql, {"ws": workspace_id})).fetchone()
-            return Response(row[0], media_type="application/json")
-        return run
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: Any) -> Any:
-        await pool.open()
-        yield
-        await pool.close()
-
-    return Starlette(routes=[Route("/q1", endpoint(BASE_Q1), methods=["POST"]),
-                             Route("/q2", endpoint(BASE_Q2), methods=["POST"])], lifespan=lifespan)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def database(admin_url: str) -> Iterator[str]:
-    name = f"ctxgraph_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{admin_url.rpartition('/')[0]}/{name}"
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def seed(url: str, workspace_id: str) -> str:
-    """10,000 contacts, 50,000 manual relationships; contact 0 has 200 neighbours. Returns its id."""
-    rng = random.Random(42)
-    ids = [uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(CONTACTS)]
-    companies = [f"Company {i}" for i in range(500)]
-    base = time.time() - 400 * 86400
-    contacts = io.StringIO()
-    for i, cid in enumerate(ids):
-        created = time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime(base + i * 60))
-        contacts.write(f"{cid}\t{workspace_id}\tPerson {i}\tperson{i}@example{i % 700}.com\t{rng.choice(companies)}\t{created}\t{created}\n")
-    pairs: set[tuple[int, int]] = {(0, j) for j in range(1, HUB_NEIGHBOURS + 1)}
-    while len(pairs) < RELATIONSHIPS:
-        a, b = rng.randrange(CONTACTS), rng.randrange(CONTACTS)
-        if a != b and (b, a) not in pairs:
-            pairs.add((a, b))
-    rels = io.StringIO()
-    for n, (a, b) in enumerate(sorted(pairs)):
-        created = time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime(base + n))
-        kind = ("knows", "works_with", "advises")[n % 3]
-        rels.write(f"{uuid.UUID(int=rng.getrandbits(128), version=4)}\t{workspace_id}\t{kind}\tContact\t{ids[a]}\tContact\t{ids[b]}\t"
-                   f"{round(rng.uniform(0.05, 1), 4)}\t{created}\n")
-    with psycopg.connect(url) as conn, conn.cursor() as cur:
-        with cur.copy("COPY contacts (id, workspace_id, full_name, email, company, created_at, updated_at) FROM STDIN") as copy:
-            copy.write(contacts.getvalue())
-        with cur.copy("COPY relationships (id, workspace_id, kind, source_type, source_id, target_type, target_id, weight, created_at) FROM STDIN") as copy:
-            copy.write(rels.getvalue())
-        cur.execute("ANALYZE")
-    return str(ids[0])
-
-
-def start(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return proc
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not start")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.body = os.getenv("WRK_BODY")
-for name, value in string.gmatch(os.getenv("WRK_HEADERS"), "([^\\n:]+): ([^\\n]+)") do wrk.headers[name] = value end
-"""
-
-
-def _ms(text: str) -> float:
-    value, unit = float(text[:-2] if text.endswith(("ms", "us")) else text[:-1]), text[-2:] if text[-2:] in ("ms", "us") else text[-1:]
-    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
-def load_wrk(url: str, body: dict[str, Any], headers: dict[str, str], seconds: float) -> dict[str, float]:
-    """wrk (a C load generator, 2 threads, CONCURRENCY connections): the client costs little CPU,
-    so the figures are the server's. Bodies are checked by one request beforehand."""
-    check = httpx.post(url, json=body, headers=headers, timeout=30)
-    if check.status_code != 200 or b'"errors"' in check.content[:200]:
-        raise RuntimeError(f"bad response: {check.status_code} {check.text[:300]}")
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_SCRIPT)
-    env = {**os.environ, "WRK_BODY": json.dumps(body), "WRK_HEADERS": "\n".join(f"{k}: {v}" for k, v in
-                                                                                {"content-type": "application/json", **headers}.items())}
-    subprocess.run(["wrk", "-t2", f"-c{CONCURRENCY}", "-d2s", "-s", script.name, url], env=env, capture_output=True, check=True)
-    out = subprocess.run(["wrk", "-t2", f"-c{CONCURRENCY}", f"-d{int(seconds)}s", "--latency", "-s", script.name, url],
-                         env=env, capture_output=True, text=True, check=True).stdout
-    os.unlink(script.name)
-    if "Non-2xx" in out or "Socket errors" in out or "Requests/sec:" not in out:
-        raise RuntimeError(f"wrk saw errors:\n{out}")
-    found = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": _ms(found["50"]),
-            "p99": _ms(found["99"]), "n": float(re.search(r"(\d+) requests in", out).group(1))}
-
-
-async def load(url: str, body: dict[str, Any], headers: dict[str, str], seconds: float) -> dict[str, float]:
-    """CONCURRENCY clients posting `body` back to back for `seconds` (after a 2 s warm-up): wrk when
-    it is installed, else an async Python client (which shares the CPU with the server)."""
-    if shutil.which("wrk"):
-        return await asyncio.to_thread(load_wrk, url, body, headers, seconds)
-    latencies: list[float] = []
-    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        async def worker(until: float, record: bool) -> None:
-            while (now := time.perf_counter()) < until:
-                response = await client.post(url, json=body, headers=headers)
-                if response.status_code != 200 or b'"errors"' in response.content[:200]:
-                    raise RuntimeError(f"bad response: {response.status_code} {response.text[:300]}")
-                if record:
-                    latencies.append(time.perf_counter() - now)
-
-        await asyncio.gather(*(worker(time.perf_counter() + 2, False) for _ in range(CONCURRENCY)))
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(started + seconds, True) for _ in range(CONCURRENCY)))
-        elapsed = time.perf_counter() - started
-    latencies.sort()
-    return {"rps": len(latencies) / elapsed, "p50": statistics.median(latencies) * 1000,
-            "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000, "n": len(latencies)}
-
-
-async def statements_per_request(settings: Any, headers: dict[str, str]) -> dict[str, int]:
-    """Runs each query once in process with a statement counter on the engine."""
-    from sqlalchemy import event
-
-    from app.http import create_app
-
-    app = create_app(settings)
-    counted: list[str] = []
-    engine = app.state.services.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", lambda *a: counted.append(a[2]))
-    out = {}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as client:
-        for name, query in (("Q1", Q1), ("Q2", Q2)):
-            await client.post("/graphql", json={"query": query}, headers=headers)
-            counted.clear()
-            response = await client.post("/graphql", json={"query": query}, headers=headers)
-            assert response.status_code == 200 and "errors" not in response.json(), response.text
-            out[name] = len(counted)
-    await app.state.services.redis.aclose()
-    await app.state.services.db.dispose()
-    return out
+BASELINES = {"/q1": Baseline(BASE_Q1), "/q2": Baseline(BASE_Q2)}
 
 
 async def main() -> None:
@@ -256,39 +73,27 @@ async def main() -> None:
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
     opts = parser.parse_args()
 
-    from app.config import Settings
-    from app.db.migrate import upgrade
-
     with database(opts.admin_url) as url, tempfile.TemporaryDirectory() as home:
-        settings = Settings(database_url=url, redis_url=opts.redis_url, home=Path(home), rate_limit_per_minute=10**9,
-                            graphiql=False, log_level="warning").with_secrets()
-        upgrade(settings)
-        env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": opts.redis_url, "CTXGRAPH_HOME": home,
-               "CTXGRAPH_LOG_LEVEL": "warning", "CTXGRAPH_GRAPHIQL": "false", "CTXGRAPH_RATE_LIMIT_PER_MINUTE": str(10**9)}
+        settings = migrated_settings(url, opts.redis_url, home)
+        env = api_env(url, opts.redis_url, home)
         port, base_port = free_port(), free_port()
-        api = start([sys.executable, "-m", "app.cli", "serve", "--no-worker", "--port", str(port)], env, port)
+        api = serve_api(env, port)
         try:
-            async with httpx.AsyncClient() as client:
-                signed = (await client.post(f"http://127.0.0.1:{port}/graphql", json={"query": """mutation {
-                    signUp(input: {email: "bench@example.com", password: "bench password 1", workspaceName: "Bench"}) {
-                      accessToken viewer { workspaces { id } } } }"""})).json()["data"]["signUp"]
-            token, ws_gid = signed["accessToken"], signed["viewer"]["workspaces"][0]["id"]
-            import base64
-
-            workspace_id = base64.b64decode(ws_gid).decode().split(":", 1)[1]
+            token, ws_gid = sign_up(f"http://127.0.0.1:{port}")
+            workspace_id = workspace_uuid(ws_gid)
             t0 = time.perf_counter()
-            hub = seed(url, workspace_id)
+            hub = seed_graph(url, workspace_id).contacts[0]
+            analyze(url)
             print(f"seeded {CONTACTS:,} contacts and {RELATIONSHIPS:,} relationships in {time.perf_counter() - t0:.1f} s")
             headers = {"authorization": f"Bearer {token}", "x-workspace-id": ws_gid, "content-type": "application/json"}
-            statements = await statements_per_request(settings, headers)
+            statements = await statements_per_request(settings, headers, {"Q1": {"query": Q1}, "Q2": {"query": Q2}})
 
             graph_ms = []
             async with httpx.AsyncClient(timeout=60) as client:
-                hub_gid = base64.b64encode(f"Contact:{hub}".encode()).decode()
                 for _ in range(6):
                     t = time.perf_counter()
                     r = (await client.post(f"http://127.0.0.1:{port}/graphql", headers=headers,
-                                           json={"query": GRAPH, "variables": {"f": hub_gid}})).json()
+                                           json={"query": GRAPH, "variables": {"f": global_id("Contact", hub)}})).json()
                     graph_ms.append((time.perf_counter() - t) * 1000)
                 nodes = len(r["data"]["relationshipGraph"]["nodes"])
                 edges = len(r["data"]["relationshipGraph"]["edges"])
@@ -297,10 +102,7 @@ async def main() -> None:
                     for name, q in (("Q1", Q1), ("Q2", Q2))}
         finally:
             stop(api)
-        baseline = start([sys.executable, "-c",
-                          "import sys, uvicorn; sys.path.insert(0, 'bench'); import nested_query as b; "
-                          f"uvicorn.run(b.baseline_app({url!r}, {workspace_id!r}), host='127.0.0.1', port={base_port}, "
-                          "log_level='warning')"], env, base_port)
+        baseline = serve_baseline(url, workspace_id, "nested_query:BASELINES", env, base_port)
         try:
             theirs = {name: await load(f"http://127.0.0.1:{base_port}/{name.lower()}", {}, {}, opts.seconds)
                       for name in ("Q1", "Q2")}

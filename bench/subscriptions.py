@@ -40,8 +40,9 @@ from redis.asyncio import Redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from jobs_support import (  # noqa: E402
-    START, contacts, env_of, free_port, graphql, process, rss_mb, scratch_settings, sign_up, wait_healthy,
+    START, contacts, env_of, graphql, process, rss_mb, scratch_settings, wait_healthy,
 )
+from support import free_port, sign_up  # noqa: E402
 
 from app.pubsub import job_channel  # noqa: E402
 from app.services import ids  # noqa: E402
