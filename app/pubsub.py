@@ -59,13 +59,21 @@ async def publish_event(
     redis: Redis, workspace_id: uuid.UUID, event_type: str, node_type: str | None, node_id: uuid.UUID | None
 ) -> None:
     """`event_type` is `<domain>.<created|updated|deleted|...>`, e.g. `contact.created`."""
-    message = {
-        "type": event_type,
-        "nodeType": node_type,
-        "nodeId": str(node_id) if node_id else None,
-        "occurredAt": datetime.now(UTC).isoformat(),
-    }
-    await redis.publish(workspace_channel(workspace_id), json.dumps(message))
+    await publish_events(redis, [(workspace_id, event_type, node_type, node_id)])
+
+
+async def publish_events(
+    redis: Redis, events: list[tuple[uuid.UUID, str, str | None, uuid.UUID | None]]
+) -> None:
+    """Workspace events (workspace, type, node type, node id) in one round trip: an import batch
+    announces each of its items."""
+    occurred_at = datetime.now(UTC).isoformat()
+    async with redis.pipeline(transaction=False) as pipe:
+        for workspace_id, event_type, node_type, node_id in events:
+            message = {"type": event_type, "nodeType": node_type, "nodeId": str(node_id) if node_id else None,
+                       "occurredAt": occurred_at}
+            pipe.publish(workspace_channel(workspace_id), json.dumps(message))
+        await pipe.execute()
 
 
 async def publish_job(redis: Redis, job_id: uuid.UUID, snapshot: dict[str, Any]) -> None:

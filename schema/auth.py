@@ -8,13 +8,13 @@ from typing import Any
 import strawberry
 
 from app.db import models
-from app.pubsub import publish_api_key_change
 from app.ratelimit import FailureBudget
 from app.services import auth as service
 from app.services.access import Principal
 from app.services.errors import Unauthenticated
 from schema.context import Context, Info
-from schema.errors import UserError, mutate, refused
+from schema.errors import UserError
+from schema.mutations import Payload, run_mutation
 from schema.node import Node, global_id, node_loader, uuid_of
 from schema.pagination import Connection, page_args
 from schema.workspaces import User, Workspace
@@ -97,7 +97,7 @@ class LoginInput:
 
 
 @strawberry.type
-class AuthPayload:
+class AuthPayload(Payload):
     access_token: str | None = None
     refresh_token: str | None = None
     expires_at: datetime | None = None
@@ -105,9 +105,7 @@ class AuthPayload:
     user_errors: list[UserError] = strawberry.field(default_factory=list)
 
     @classmethod
-    def of(cls, outcome: service.Session | list[UserError]) -> AuthPayload:
-        if isinstance(outcome, list):
-            return cls(user_errors=outcome)
+    def of(cls, outcome: service.Session) -> AuthPayload:
         return cls(
             access_token=outcome.access_token, refresh_token=outcome.refresh_token, expires_at=outcome.expires_at,
             viewer=Viewer(_principal=Principal(user_id=outcome.user.id)),
@@ -122,22 +120,24 @@ class CreateApiKeyInput:
 
 
 @strawberry.type
-class ApiKeySecretPayload:
+class ApiKeySecretPayload(Payload):
     api_key: ApiKey | None = None
     secret: str | None = None
     user_errors: list[UserError] = strawberry.field(default_factory=list)
 
     @classmethod
-    def of(cls, outcome: tuple[models.ApiKey, str] | list[UserError]) -> ApiKeySecretPayload:
-        if isinstance(outcome, list):
-            return cls(user_errors=outcome)
+    def of(cls, outcome: tuple[models.ApiKey, str]) -> ApiKeySecretPayload:
         return cls(api_key=ApiKey.of(outcome[0]), secret=outcome[1])
 
 
 @strawberry.type
-class ApiKeyPayload:
+class ApiKeyPayload(Payload):
     api_key: ApiKey | None = None
     user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+    @classmethod
+    def of(cls, key: models.ApiKey) -> ApiKeyPayload:
+        return cls(api_key=ApiKey.of(key))
 
 
 @strawberry.type
@@ -160,53 +160,42 @@ class AuthQueries:
 class AuthMutations:
     @strawberry.mutation
     async def sign_up(self, info: Info, input: SignUpInput) -> AuthPayload:
-        ctx = info.context
-        outcome = await refused(service.sign_up(
-            ctx.services.db, ctx.services.settings, email=input.email, password=input.password,
-            name=input.name, workspace_name=input.workspace_name, invitation_token=input.invitation_token,
-        ))
-        if input.invitation_token:
-            await ctx.credentials_changed()  # the invited membership is now active
-        return AuthPayload.of(outcome)
+        settings = info.context.services.settings
+        return await run_mutation(info, AuthPayload, lambda s: service.sign_up(
+            s, settings, email=input.email, password=input.password, name=input.name,
+            workspace_name=input.workspace_name, invitation_token=input.invitation_token,
+        ), system=True)
 
     @strawberry.mutation
     async def login(self, info: Info, input: LoginInput) -> AuthPayload:
         ctx = info.context
-        outcome = await refused(
-            service.login(ctx.services.db, ctx.services.settings, email=input.email, password=input.password,
-                          **_failure_budget(ctx))
-        )
-        await ctx.credentials_changed()  # a login activates the user's pending invitations
-        return AuthPayload.of(outcome)
+        return await run_mutation(info, AuthPayload, lambda s: service.login(
+            s, ctx.services.settings, email=input.email, password=input.password, **_failure_budget(ctx)
+        ), system=True)
 
     @strawberry.mutation
     async def refresh_token(self, info: Info, refresh_token: str) -> AuthPayload:
         ctx = info.context
-        return AuthPayload.of(await refused(
-            service.refresh(ctx.services.db, ctx.services.settings, refresh_token, **_failure_budget(ctx))
-        ))
+        return await run_mutation(info, AuthPayload, lambda s: service.refresh(
+            s, ctx.services.settings, refresh_token, **_failure_budget(ctx)
+        ), system=True)
 
     @strawberry.mutation(description="The payload's secret is the only time the full key is returned.")
     async def create_api_key(self, info: Info, input: CreateApiKeyInput) -> ApiKeySecretPayload:
         p = info.context.principal
-        return ApiKeySecretPayload.of(await mutate(info, lambda s: service.create_api_key(
+        return await run_mutation(info, ApiKeySecretPayload, lambda s: service.create_api_key(
             s, p, name=input.name, scopes=input.scopes, expires_at=input.expires_at
-        )))
+        ))
 
     @strawberry.mutation
     async def rotate_api_key(self, info: Info, id: strawberry.ID) -> ApiKeySecretPayload:
         p = info.context.principal
-        _announce_key_change(info, id)
-        return ApiKeySecretPayload.of(await mutate(info, lambda s: service.rotate_api_key(s, p, uuid_of(id, "ApiKey"))))
+        return await run_mutation(info, ApiKeySecretPayload, lambda s: service.rotate_api_key(s, p, uuid_of(id, "ApiKey")))
 
     @strawberry.mutation
     async def revoke_api_key(self, info: Info, id: strawberry.ID) -> ApiKeyPayload:
         p = info.context.principal
-        _announce_key_change(info, id)
-        outcome = await mutate(info, lambda s: service.revoke_api_key(s, p, uuid_of(id, "ApiKey")))
-        if isinstance(outcome, list):
-            return ApiKeyPayload(user_errors=outcome)
-        return ApiKeyPayload(api_key=ApiKey.of(outcome))
+        return await run_mutation(info, ApiKeyPayload, lambda s: service.revoke_api_key(s, p, uuid_of(id, "ApiKey")))
 
 
 def _failure_budget(ctx: Context) -> dict[str, Any]:
@@ -214,13 +203,3 @@ def _failure_budget(ctx: Context) -> dict[str, Any]:
     client = ctx.request.client
     return {"failures": FailureBudget.of(ctx.services.redis, ctx.services.settings),
             "client": client.host if client else "unknown"}
-
-
-def _announce_key_change(info: Info, id_: strawberry.ID) -> None:
-    """Once the change has committed, requests with the key's old secret look it up afresh and its
-    open sockets (on any API process) re-authenticate."""
-    key_id = uuid_of(id_, "ApiKey")
-    if key_id is not None:
-        redis = info.context.services.redis
-        info.context.after_commit(info.context.credentials_changed)
-        info.context.after_commit(lambda: publish_api_key_change(redis, key_id))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated, Any
@@ -16,19 +15,20 @@ from strawberry.utils.str_converters import to_camel_case
 from app.db import models
 from app.services import activity as activity_service
 from app.services import contacts as service
-from app.services import intelligence
+from app.services import intelligence, merge
 from app.services import relationships as relationship_service
 from app.services import workspaces as workspace_service
 from app.services.errors import BadInput
 from app.services.filters import MAX_LIST
 from schema.context import Info
 from schema.documents import Document, documents_of_node, planned_documents
-from schema.errors import UserError, mutate
+from schema.errors import UserError
 from schema.filters import DateTimeFilter, IDFilter, SortDirection, StringFilter
+from schema.mutations import Payload, run_mutation
 from schema.node import Node, global_id, node_loader, uuid_of
 from schema import plan
 from schema.pagination import Connection, page_args
-from schema.records import Record, records_of_node  # issue 4
+from schema.records import Record, records_of_node
 from schema.relationships import Direction, Relationship, node_relationships, planned_relationships
 from schema.sources import Source, load_source
 from schema.workspaces import Member
@@ -356,19 +356,23 @@ def contract_dict(value: Any) -> dict[str, Any]:
 
 
 @strawberry.type
-class ContactPayload:
+class ContactPayload(Payload):
     contact: Contact | None = None
     user_errors: list[UserError] = strawberry.field(default_factory=list)
 
     @classmethod
-    def of(cls, outcome: models.Contact | list[UserError]) -> ContactPayload:
-        return cls(user_errors=outcome) if isinstance(outcome, list) else cls(contact=Contact.of(outcome))
+    def of(cls, contact: models.Contact) -> ContactPayload:
+        return cls(contact=Contact.of(contact))
 
 
 @strawberry.type
-class ActivityEventPayload:
+class ActivityEventPayload(Payload):
     event: ActivityEvent | None = None
     user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+    @classmethod
+    def of(cls, event: models.ActivityEvent) -> ActivityEventPayload:
+        return cls(event=ActivityEvent.of(event))
 
 
 @strawberry.type
@@ -430,67 +434,36 @@ class ContactQueries:
                                 strength=path.strength)
 
 
-def _contact_mutation(event: str, run: Callable[[Any], Awaitable[models.Contact]]) -> Callable[[Info], Awaitable[ContactPayload]]:
-    async def resolve(info: Info) -> ContactPayload:
-        async def action(s: Any) -> models.Contact:
-            row = await run(s)
-            info.context.emit(event, "Contact", row.id)
-            return row
-
-        return ContactPayload.of(await mutate(info, action))
-
-    return resolve
-
-
 @strawberry.type
 class ContactMutations:
     @strawberry.mutation
     async def create_contact(self, info: Info, input: CreateContactInput) -> ContactPayload:
         p, data = info.context.principal, contract_dict(input)
-        return await _contact_mutation("contact.created", lambda s: service.create_contact(s, p, data))(info)
+        return await run_mutation(info, ContactPayload, lambda s: service.create_contact(s, p, data))
 
     @strawberry.mutation
     async def update_contact(self, info: Info, id: strawberry.ID, input: UpdateContactInput) -> ContactPayload:
         p, data = info.context.principal, contract_dict(input)
-        return await _contact_mutation(
-            "contact.updated", lambda s: service.update_contact(s, p, uuid_of(id, "Contact"), data)
-        )(info)
+        return await run_mutation(info, ContactPayload, lambda s: service.update_contact(s, p, uuid_of(id, "Contact"), data))
 
     @strawberry.mutation(description="Soft delete; restoreContact undoes it.")
     async def delete_contact(self, info: Info, id: strawberry.ID) -> ContactPayload:
         p = info.context.principal
-        return await _contact_mutation("contact.deleted", lambda s: service.delete_contact(s, p, uuid_of(id, "Contact")))(info)
+        return await run_mutation(info, ContactPayload, lambda s: service.delete_contact(s, p, uuid_of(id, "Contact")))
 
     @strawberry.mutation
     async def restore_contact(self, info: Info, id: strawberry.ID) -> ContactPayload:
         p = info.context.principal
-        return await _contact_mutation("contact.restored", lambda s: service.restore_contact(s, p, uuid_of(id, "Contact")))(info)
+        return await run_mutation(info, ContactPayload, lambda s: service.restore_contact(s, p, uuid_of(id, "Contact")))
 
     @strawberry.mutation(description="Merges duplicates into the first contact; activity, relationships, links move over.")
     async def merge_contacts(self, info: Info, ids: list[strawberry.ID]) -> ContactPayload:
-        ctx = info.context
+        p = info.context.principal
         if len(ids) > 100:
             raise BadInput("At most 100 contacts at a time")
-
-        async def action(s: Any) -> models.Contact:
-            survivor, merged = await service.merge_contacts(s, ctx.principal, [uuid_of(i, "Contact") for i in ids])
-            ctx.emit("contact.updated", "Contact", survivor.id)
-            for m in merged:
-                ctx.emit("contact.deleted", "Contact", m)
-            return survivor
-
-        return ContactPayload.of(await mutate(info, action))
+        return await run_mutation(info, ContactPayload, lambda s: merge.merge_contacts(s, p, [uuid_of(i, "Contact") for i in ids]))
 
     @strawberry.mutation(description="Idempotent per (contact, type, resourceId); updates the contact's intelligence and derived relationships.")
     async def record_activity(self, info: Info, input: RecordActivityInput) -> ActivityEventPayload:
-        ctx, data = info.context, contract_dict(input)
-
-        async def action(s: Any) -> models.ActivityEvent:
-            event = await activity_service.record_activity(s, ctx.principal, data)
-            ctx.emit("activity.recorded", "ActivityEvent", event.id)
-            return event
-
-        outcome = await mutate(info, action)
-        if isinstance(outcome, list):
-            return ActivityEventPayload(user_errors=outcome)
-        return ActivityEventPayload(event=ActivityEvent.of(outcome))
+        p, data = info.context.principal, contract_dict(input)
+        return await run_mutation(info, ActivityEventPayload, lambda s: activity_service.record_activity(s, p, data))

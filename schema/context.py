@@ -7,8 +7,7 @@ gives every operation a copy with a session and loaders of its own.
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,13 +17,10 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types import Info as StrawberryInfo
 
-from app import outages
 from app.config import Settings
 from app.db.engine import Database
 from app.security import Vault
 from app.services.access import ANONYMOUS, Principal
-
-log = logging.getLogger("ctxgraph.graphql")
 
 
 def _plans() -> Any:
@@ -35,7 +31,8 @@ def _plans() -> Any:
 
 @dataclass
 class Services:
-    """Process-wide handles, made once at start-up."""
+    """Process-wide handles, made once at start-up (also where effects after commit go:
+    `app.services.effects.Surroundings`)."""
 
     settings: Settings
     db: Database
@@ -58,7 +55,6 @@ class Context:
     _session: AsyncSession | None = field(default=None, repr=False)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     _loaders: Any = field(default=None, repr=False)
-    _after_commit: list[Callable[[], Awaitable[None]]] = field(default_factory=list, repr=False)
 
     def for_operation(self) -> Context:
         """A copy sharing the connection's identity, with a session and loaders of its own."""
@@ -83,39 +79,6 @@ class Context:
 
             self._loaders = Loaders(self)
         return self._loaders
-
-    def after_commit(self, callback: Callable[[], Awaitable[None]]) -> None:
-        """Run once the current mutation has committed (events, job messages)."""
-        self._after_commit.append(callback)
-
-    def emit(self, event_type: str, type_name: str | None, id_: Any) -> None:
-        """Publish a workspace event (`contact.created`...) once the mutation has committed."""
-        from app.pubsub import publish_event
-
-        workspace_id = self.principal.workspace_id
-        if workspace_id is not None:
-            redis = self.services.redis
-            self.after_commit(lambda: publish_event(redis, workspace_id, event_type, type_name, id_))
-
-    async def credentials_changed(self) -> None:
-        """API keys or memberships changed (and committed): every API process looks credentials
-        up afresh from the next request on (app.admission)."""
-        from app.admission import credentials_changed
-
-        await credentials_changed(self.services.redis, self.services.settings)
-
-    async def run_after_commit(self) -> None:
-        """The effects of what has committed. One that finds Redis unreachable is logged and
-        skipped: the change stands, so the client must hear that it succeeded (a lost event, or a
-        credentials epoch not bumped, which remembered credentials outlive by 60 s at most)."""
-        callbacks, self._after_commit = self._after_commit, []
-        for callback in callbacks:
-            try:
-                await callback()
-            except Exception as exc:
-                if not outages.is_outage(exc):
-                    raise
-                log.warning("an effect after commit was lost, Redis unreachable [request %s]: %r", self.request_id, exc)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -14,9 +14,10 @@ from app.db import models
 from app.services import documents as service
 from app.services.filters import MAX_LIST
 from schema.context import Info
-from schema.errors import UserError, mutate
 from schema import plan
+from schema.errors import UserError
 from schema.filters import DateTimeFilter, IDFilter, SortDirection, StringFilter
+from schema.mutations import Payload, run_mutation
 from schema.node import Node, global_id, load_node, node_loader, uuid_of
 from schema.pagination import Connection, nested_connection, page_args
 from schema.sources import Source, load_source
@@ -181,26 +182,20 @@ class UpdateDocumentInput:
 
 
 @strawberry.type
-class DocumentPayload:
+class DocumentPayload(Payload):
     document: Document | None = None
     deduplicated: bool = False
     user_errors: list[UserError] = strawberry.field(default_factory=list)
 
+    @classmethod
+    def of(cls, outcome: models.Document | tuple[models.Document, bool]) -> DocumentPayload:
+        """A document, or (document, deduplicated) as createDocument's service answers."""
+        document, deduplicated = outcome if isinstance(outcome, tuple) else (outcome, False)
+        return cls(document=Document.of(document), deduplicated=deduplicated)
+
 
 def _keep(value: Any) -> Any:
     return service.KEEP if value is strawberry.UNSET else value
-
-
-def _enqueue_fetch(info: Info, document_id: uuid.UUID) -> None:
-    """Send the fetch once the PENDING document is committed (the actor must see it)."""
-    workspace_id = info.context.principal.workspace_id
-
-    async def send() -> None:
-        from app.jobs.documents import fetch_document
-
-        fetch_document.send(str(document_id), str(workspace_id))
-
-    info.context.after_commit(send)
 
 
 @strawberry.type
@@ -221,74 +216,38 @@ class DocumentQueries:
 class DocumentMutations:
     @strawberry.mutation(description="Exactly one of content or url. The same content twice returns the existing document (code DUPLICATE in userErrors is not raised; `deduplicated` is true).")
     async def create_document(self, info: Info, input: CreateDocumentInput) -> DocumentPayload:
-        ctx = info.context
-
-        async def action(s: Any) -> tuple[models.Document, bool]:
-            document, deduplicated, fetch = await service.create_document(
-                s, ctx.principal, title=input.title, content=input.content, url=input.url,
-                content_type=input.content_type, source_id=uuid_of(input.source_id, "Source") if input.source_id else None,
-                source_given=input.source_id is not None, remote_id=input.remote_id, tags=input.tags,
-                metadata=input.metadata, author_id=uuid_of(input.author_id, "Contact") if input.author_id else None,
-                author_given=input.author_id is not None, link_to=input.link_to or [],
-            )
-            if not deduplicated:
-                ctx.emit("document.created", "Document", document.id)
-            if fetch:
-                _enqueue_fetch(info, document.id)
-            return document, deduplicated
-
-        outcome = await mutate(info, action)
-        if isinstance(outcome, list):
-            return DocumentPayload(user_errors=outcome)
-        return DocumentPayload(document=Document.of(outcome[0]), deduplicated=outcome[1])
+        p = info.context.principal
+        return await run_mutation(info, DocumentPayload, lambda s: service.create_document(
+            s, p, title=input.title, content=input.content, url=input.url, content_type=input.content_type,
+            source_id=uuid_of(input.source_id, "Source") if input.source_id else None,
+            source_given=input.source_id is not None, remote_id=input.remote_id, tags=input.tags,
+            metadata=input.metadata, author_id=uuid_of(input.author_id, "Contact") if input.author_id else None,
+            author_given=input.author_id is not None, link_to=input.link_to or [],
+        ))
 
     @strawberry.mutation(description="New content makes a new version and reprocesses; metadata-only changes do not.")
     async def update_document(self, info: Info, id: strawberry.ID, input: UpdateDocumentInput) -> DocumentPayload:
-        ctx = info.context
-
-        async def action(s: Any) -> models.Document:
-            document, fetch = await service.update_document(
-                s, ctx.principal, uuid_of(id, "Document"), title=_keep(input.title), content=_keep(input.content),
-                url=_keep(input.url), tags=_keep(input.tags), metadata=_keep(input.metadata),
-            )
-            ctx.emit("document.updated", "Document", document.id)
-            if fetch:
-                _enqueue_fetch(info, document.id)
-            return document
-
-        return _payload(await mutate(info, action))
+        p = info.context.principal
+        return await run_mutation(info, DocumentPayload, lambda s: service.update_document(
+            s, p, uuid_of(id, "Document"), title=_keep(input.title), content=_keep(input.content),
+            url=_keep(input.url), tags=_keep(input.tags), metadata=_keep(input.metadata),
+        ))
 
     @strawberry.mutation
     async def delete_document(self, info: Info, id: strawberry.ID) -> DocumentPayload:
-        ctx = info.context
-
-        async def action(s: Any) -> models.Document:
-            document = await service.delete_document(s, ctx.principal, uuid_of(id, "Document"))
-            ctx.emit("document.deleted", "Document", document.id)
-            return document
-
-        return _payload(await mutate(info, action))
+        p = info.context.principal
+        return await run_mutation(info, DocumentPayload, lambda s: service.delete_document(s, p, uuid_of(id, "Document")))
 
     @strawberry.mutation
     async def link_document(self, info: Info, document_id: strawberry.ID, node_id: strawberry.ID) -> DocumentPayload:
-        return await _link(info, document_id, node_id, True)
+        p = info.context.principal
+        return await run_mutation(info, DocumentPayload, lambda s: service.link_document(
+            s, p, uuid_of(document_id, "Document"), node_id, True
+        ))
 
     @strawberry.mutation
     async def unlink_document(self, info: Info, document_id: strawberry.ID, node_id: strawberry.ID) -> DocumentPayload:
-        return await _link(info, document_id, node_id, False)
-
-
-async def _link(info: Info, document_id: str, node_id: str, linked: bool) -> DocumentPayload:
-    ctx = info.context
-
-    async def action(s: Any) -> models.Document:
-        document = await service.link_document(s, ctx.principal, uuid_of(document_id, "Document"), node_id, linked)
-        ctx.emit("document.updated", "Document", document.id)
-        return document
-
-    return _payload(await mutate(info, action))
-
-
-def _payload(outcome: models.Document | list[UserError]) -> DocumentPayload:
-    return DocumentPayload(user_errors=outcome) if isinstance(outcome, list) else DocumentPayload(
-        document=Document.of(outcome))
+        p = info.context.principal
+        return await run_mutation(info, DocumentPayload, lambda s: service.link_document(
+            s, p, uuid_of(document_id, "Document"), node_id, False
+        ))

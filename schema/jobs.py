@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from datetime import datetime
 from enum import Enum
@@ -13,19 +12,17 @@ from strawberry.file_uploads import Upload
 from strawberry.scalars import JSON
 
 from app.db import models
-from app.jobs.queue import enqueue
 from app.services import ids, imports
 from app.services import jobs as service
 from app.services.filters import MAX_LIST
-from schema.context import Context, Info
-from schema.errors import UserError, mutate
+from schema.context import Info
+from schema.errors import UserError
 from schema.filters import DateTimeFilter
+from schema.mutations import Payload, run_mutation
 from schema.node import Node, global_id, node_loader, resolve_node, uuid_of
 from schema.pagination import Connection, page_args
 from schema.sources import Source, load_source
 from schema.workspaces import Member
-
-log = logging.getLogger("ctxgraph.jobs")
 
 
 @strawberry.enum
@@ -182,27 +179,13 @@ class StartImportInput:
 
 
 @strawberry.type
-class JobPayload:
+class JobPayload(Payload):
     job: Job | None = None
     user_errors: list[UserError] = strawberry.field(default_factory=list)
 
     @classmethod
-    def of(cls, outcome: models.Job | list[UserError]) -> JobPayload:
-        return cls(user_errors=outcome) if isinstance(outcome, list) else cls(job=Job.of(outcome))
-
-
-async def _send(job_id: uuid.UUID) -> None:
-    """After commit. If Redis refuses, the job stays PENDING and the reaper sends it later."""
-    try:
-        await enqueue(job_id)
-    except Exception:  # noqa: BLE001
-        log.warning("could not send job %s now; the reaper will", job_id, exc_info=True)
-
-
-def _started(ctx: Context, job: models.Job) -> models.Job:
-    ctx.after_commit(lambda: _send(job.id))
-    ctx.emit("job.created", "Job", job.id)
-    return job
+    def of(cls, job: models.Job) -> JobPayload:
+        return cls(job=Job.of(job))
 
 
 @strawberry.type
@@ -221,61 +204,28 @@ class JobQueries:
 class JobMutations:
     @strawberry.mutation(description="Validates synchronously, stores the payload, enqueues a worker job and returns at once.")
     async def start_import(self, info: Info, input: StartImportInput) -> JobPayload:
-        ctx = info.context
-
-        async def action(s: Any) -> models.Job:
-            return _started(ctx, await imports.start_import(
-                s, ctx.principal, target=input.target.value, adapter=input.adapter.value,
-                object_type_id=input.object_type_id, source_id=input.source_id, data=input.data, file=input.file,
-                field_mapping=input.field_mapping,
-            ))
-
-        return JobPayload.of(await mutate(info, action))
+        p = info.context.principal
+        return await run_mutation(info, JobPayload, lambda s: imports.start_import(
+            s, p, target=input.target.value, adapter=input.adapter.value, object_type_id=input.object_type_id,
+            source_id=input.source_id, data=input.data, file=input.file, field_mapping=input.field_mapping,
+        ))
 
     @strawberry.mutation(description="Only PENDING or RUNNING jobs; others give a CONFLICT user error.")
     async def cancel_job(self, info: Info, id: strawberry.ID) -> JobPayload:
-        ctx = info.context
-
-        async def action(s: Any) -> models.Job:
-            job = await service.cancel_job(s, ctx.principal, uuid_of(id, "Job"))
-            if job.status == "CANCELLED":
-                ctx.after_commit(lambda: _publish(ctx, job))
-            return job
-
-        return JobPayload.of(await mutate(info, action))
+        p = info.context.principal
+        return await run_mutation(info, JobPayload, lambda s: service.cancel_job(s, p, uuid_of(id, "Job")))
 
     @strawberry.mutation(description="A new job over the failed items of a finished one.")
     async def retry_job(self, info: Info, id: strawberry.ID) -> JobPayload:
-        ctx = info.context
-
-        async def action(s: Any) -> models.Job:
-            return _started(ctx, await service.retry_job(s, ctx.principal, uuid_of(id, "Job")))
-
-        return JobPayload.of(await mutate(info, action))
+        p = info.context.principal
+        return await run_mutation(info, JobPayload, lambda s: service.retry_job(s, p, uuid_of(id, "Job")))
 
     @strawberry.mutation
     async def recompute_relationships(self, info: Info) -> JobPayload:
-        ctx = info.context
-
-        async def action(s: Any) -> models.Job:
-            return _started(ctx, await imports.recompute_relationships(s, ctx.principal))
-
-        return JobPayload.of(await mutate(info, action))
+        p = info.context.principal
+        return await run_mutation(info, JobPayload, lambda s: imports.recompute_relationships(s, p))
 
     @strawberry.mutation(description="Enqueues a SYNC_SOURCE job.")
     async def sync_source(self, info: Info, id: strawberry.ID) -> JobPayload:
-        ctx = info.context
-
-        async def action(s: Any) -> models.Job:
-            return _started(ctx, await imports.sync_source(s, ctx.principal, uuid_of(id, "Source")))
-
-        return JobPayload.of(await mutate(info, action))
-
-
-async def _publish(ctx: Context, job: models.Job) -> None:
-    """A job cancelled before it ran: its subscribers hear it from here, no worker will (after
-    commit; lost with Redis, subscribers re-read the job when it is back)."""
-    from app.pubsub import publish_event, publish_job
-
-    await publish_job(ctx.services.redis, job.id, service.snapshot(job))
-    await publish_event(ctx.services.redis, job.workspace_id, "job.updated", "Job", job.id)
+        p = info.context.principal
+        return await run_mutation(info, JobPayload, lambda s: imports.sync_source(s, p, uuid_of(id, "Source")))

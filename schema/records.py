@@ -19,13 +19,14 @@ from app.services.filters import MAX_LIST
 from schema.context import Info
 from schema import plan
 from schema.documents import Document, documents_of_node, planned_documents
-from schema.errors import UserError, mutate
+from schema.errors import UserError
 from schema.filters import IN, DateTimeFilter, IDFilter, SortDirection, StringFilter
+from schema.mutations import Payload, run_mutation
 from schema.node import Node, global_id, node_loader, uuid_of
 from schema.pagination import Connection, nested_connection, page_args
 from schema.relationships import Direction, Relationship, node_relationships, planned_relationships
 from schema.sources import Source, load_source
-from schema.workspaces import DeletePayload, Member
+from schema.workspaces import DeletePayload, Member, deleted
 
 
 @strawberry.enum
@@ -278,15 +279,23 @@ class UpdateRecordInput:
 
 
 @strawberry.type
-class ObjectTypePayload:
+class ObjectTypePayload(Payload):
     object_type: ObjectType | None = None
     user_errors: list[UserError] = strawberry.field(default_factory=list)
 
+    @classmethod
+    def of(cls, object_type: models.ObjectType) -> ObjectTypePayload:
+        return cls(object_type=ObjectType.of(object_type))
+
 
 @strawberry.type
-class RecordPayload:
+class RecordPayload(Payload):
     record: Record | None = None
     user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+    @classmethod
+    def of(cls, record: models.Record) -> RecordPayload:
+        return cls(record=Record.of(record))
 
 
 def _definitions(defs: list[FieldDefinitionInput]) -> list[dict[str, Any]]:
@@ -358,109 +367,57 @@ plan.declare_root("records", Record, _records, load=_object_type, guard=_same_ob
 class RecordMutations:
     @strawberry.mutation
     async def create_object_type(self, info: Info, input: CreateObjectTypeInput) -> ObjectTypePayload:
-        ctx = info.context
-
-        async def action(s: Any) -> models.ObjectType:
-            row = await type_service.create_object_type(
-                s, ctx.principal, name=input.name, display_name=input.display_name,
-                source_id=uuid_of(input.source_id, "Source") if input.source_id else None,
-                source_given=input.source_id is not None, field_definitions=_definitions(input.field_definitions),
-            )
-            ctx.emit("object_type.created", "ObjectType", row.id)
-            return row
-
-        return _type_payload(await mutate(info, action))
+        p = info.context.principal
+        return await run_mutation(info, ObjectTypePayload, lambda s: type_service.create_object_type(
+            s, p, name=input.name, display_name=input.display_name,
+            source_id=uuid_of(input.source_id, "Source") if input.source_id else None,
+            source_given=input.source_id is not None, field_definitions=_definitions(input.field_definitions),
+        ))
 
     @strawberry.mutation(description="Supplying fieldDefinitions replaces the schema; changes that existing records violate are refused.")
     async def update_object_type(self, info: Info, id: strawberry.ID, input: UpdateObjectTypeInput) -> ObjectTypePayload:
-        ctx = info.context
-
-        async def action(s: Any) -> models.ObjectType:
-            row = await type_service.update_object_type(
-                s, ctx.principal, uuid_of(id, "ObjectType"), display_name=input.display_name,
-                field_definitions=_definitions(input.field_definitions) if input.field_definitions is not None else None,
-            )
-            ctx.emit("object_type.updated", "ObjectType", row.id)
-            return row
-
-        return _type_payload(await mutate(info, action))
+        p = info.context.principal
+        return await run_mutation(info, ObjectTypePayload, lambda s: type_service.update_object_type(
+            s, p, uuid_of(id, "ObjectType"), display_name=input.display_name,
+            field_definitions=_definitions(input.field_definitions) if input.field_definitions is not None else None,
+        ))
 
     @strawberry.mutation
     async def delete_object_type(self, info: Info, id: strawberry.ID) -> DeletePayload:
-        ctx = info.context
-
-        async def action(s: Any) -> uuid.UUID:
-            deleted = await type_service.delete_object_type(s, ctx.principal, uuid_of(id, "ObjectType"))
-            ctx.emit("object_type.deleted", "ObjectType", deleted)
-            return deleted
-
-        return DeletePayload.of(await mutate(info, action), "ObjectType")
+        p = info.context.principal
+        return await run_mutation(info, DeletePayload, lambda s: deleted(
+            "ObjectType", type_service.delete_object_type(s, p, uuid_of(id, "ObjectType"))
+        ))
 
     @strawberry.mutation
     async def create_record(self, info: Info, input: CreateRecordInput) -> RecordPayload:
-        ctx = info.context
-
-        async def action(s: Any) -> models.Record:
-            row = await service.create_record(
-                s, ctx.principal, object_type_id=uuid_of(input.object_type_id, "ObjectType"), name=input.name,
-                fields=input.fields, display_name=input.display_name,
-                source_id=uuid_of(input.source_id, "Source") if input.source_id else None,
-                source_given=input.source_id is not None, remote_id=input.remote_id,
-            )
-            ctx.emit("record.created", "Record", row.id)
-            return row
-
-        return _record_payload(await mutate(info, action))
+        p = info.context.principal
+        return await run_mutation(info, RecordPayload, lambda s: service.create_record(
+            s, p, object_type_id=uuid_of(input.object_type_id, "ObjectType"), name=input.name,
+            fields=input.fields, display_name=input.display_name,
+            source_id=uuid_of(input.source_id, "Source") if input.source_id else None,
+            source_given=input.source_id is not None, remote_id=input.remote_id,
+        ))
 
     @strawberry.mutation(description="fields merge per RFC 7396: present keys overwrite, absent keys stay, null deletes.")
     async def update_record(self, info: Info, id: strawberry.ID, input: UpdateRecordInput) -> RecordPayload:
-        ctx = info.context
-
-        async def action(s: Any) -> models.Record:
-            row = await service.update_record(
-                s, ctx.principal, uuid_of(id, "Record"), name=input.name, fields=input.fields,
-                display_name=service.KEEP if input.display_name is strawberry.UNSET else input.display_name,
-            )
-            ctx.emit("record.updated", "Record", row.id)
-            return row
-
-        return _record_payload(await mutate(info, action))
+        p = info.context.principal
+        return await run_mutation(info, RecordPayload, lambda s: service.update_record(
+            s, p, uuid_of(id, "Record"), name=input.name, fields=input.fields,
+            display_name=service.KEEP if input.display_name is strawberry.UNSET else input.display_name,
+        ))
 
     @strawberry.mutation(description="Soft delete; restoreRecord undoes it.")
     async def delete_record(self, info: Info, id: strawberry.ID) -> RecordPayload:
-        return await _set_deleted(info, id, True)
+        p = info.context.principal
+        return await run_mutation(info, RecordPayload, lambda s: service.set_deleted(s, p, uuid_of(id, "Record"), True))
 
     @strawberry.mutation
     async def restore_record(self, info: Info, id: strawberry.ID) -> RecordPayload:
-        return await _set_deleted(info, id, False)
+        p = info.context.principal
+        return await run_mutation(info, RecordPayload, lambda s: service.set_deleted(s, p, uuid_of(id, "Record"), False))
 
     @strawberry.mutation(description="Creates a new version whose fields are those of an earlier one.")
     async def revert_record(self, info: Info, id: strawberry.ID, version: int) -> RecordPayload:
-        ctx = info.context
-
-        async def action(s: Any) -> models.Record:
-            row = await service.revert_record(s, ctx.principal, uuid_of(id, "Record"), version)
-            ctx.emit("record.updated", "Record", row.id)
-            return row
-
-        return _record_payload(await mutate(info, action))
-
-
-async def _set_deleted(info: Info, id: str, deleted: bool) -> RecordPayload:
-    ctx = info.context
-
-    async def action(s: Any) -> models.Record:
-        row = await service.set_deleted(s, ctx.principal, uuid_of(id, "Record"), deleted)
-        ctx.emit("record.deleted" if deleted else "record.restored", "Record", row.id)
-        return row
-
-    return _record_payload(await mutate(info, action))
-
-
-def _type_payload(outcome: models.ObjectType | list[UserError]) -> ObjectTypePayload:
-    return ObjectTypePayload(user_errors=outcome) if isinstance(outcome, list) else ObjectTypePayload(
-        object_type=ObjectType.of(outcome))
-
-
-def _record_payload(outcome: models.Record | list[UserError]) -> RecordPayload:
-    return RecordPayload(user_errors=outcome) if isinstance(outcome, list) else RecordPayload(record=Record.of(outcome))
+        p = info.context.principal
+        return await run_mutation(info, RecordPayload, lambda s: service.revert_record(s, p, uuid_of(id, "Record"), version))

@@ -14,19 +14,22 @@ from typing import Any
 
 import strawberry
 from sqlalchemy import and_, case, false
+from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.scalars import JSON
 
 from app.db import models
 from app.services import relationships as service
+from app.services.access import Principal
 from app.services.filters import MAX_LIST
 from schema.context import Info
-from schema.errors import UserError, mutate
 from schema import plan
+from schema.errors import UserError
 from schema.filters import DateTimeFilter, FloatFilter, IDFilter, SortDirection, StringFilter
+from schema.mutations import Payload, run_mutation
 from schema.node import Node, global_id, load_node, node_loader, uuid_of
 from schema.pagination import Connection, page_args
 from schema.plan.encode import NotPlannable
-from schema.workspaces import DeletePayload
+from schema.workspaces import DeletePayload, deleted
 
 
 @strawberry.enum
@@ -175,15 +178,23 @@ class UpdateRelationshipInput:
 
 
 @strawberry.type
-class RelationshipPayload:
+class RelationshipPayload(Payload):
     relationship: Relationship | None = None
     user_errors: list[UserError] = strawberry.field(default_factory=list)
 
+    @classmethod
+    def of(cls, relationship: models.Relationship) -> RelationshipPayload:
+        return cls(relationship=Relationship.of(relationship))
+
 
 @strawberry.type
-class RelationshipsPayload:
+class RelationshipsPayload(Payload):
     relationships: list[Relationship] = strawberry.field(default_factory=list)
     user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+    @classmethod
+    def of(cls, relationships: list[models.Relationship]) -> RelationshipsPayload:
+        return cls(relationships=[Relationship.of(r) for r in relationships])
 
 
 def _create_input(i: CreateRelationshipInput) -> dict[str, Any]:
@@ -210,55 +221,32 @@ class RelationshipQueries:
 class RelationshipMutations:
     @strawberry.mutation
     async def create_relationship(self, info: Info, input: CreateRelationshipInput) -> RelationshipPayload:
-        ctx = info.context
-
-        async def action(s: Any) -> models.Relationship:
-            (row,) = await service.create_relationships(s, ctx.principal, [_create_input(input)], ("input",))
-            ctx.emit("relationship.created", "Relationship", row.id)
-            return row
-
-        outcome = await mutate(info, action)
-        if isinstance(outcome, list):
-            return RelationshipPayload(user_errors=outcome)
-        return RelationshipPayload(relationship=Relationship.of(outcome))
+        p = info.context.principal
+        return await run_mutation(info, RelationshipPayload, lambda s: _created_one(s, p, input))
 
     @strawberry.mutation(description=f"All or nothing: any input's problem refuses them all, each reported under its index. At most {MAX_LIST:,} inputs.")
     async def create_relationships(self, info: Info, inputs: list[CreateRelationshipInput]) -> RelationshipsPayload:
-        ctx = info.context
-
-        async def action(s: Any) -> list[models.Relationship]:
-            rows = await service.create_relationships(s, ctx.principal, [_create_input(i) for i in inputs], ("inputs",))
-            for row in rows:
-                ctx.emit("relationship.created", "Relationship", row.id)
-            return rows
-
-        outcome = await mutate(info, action)
-        if outcome and isinstance(outcome[0], UserError):
-            return RelationshipsPayload(user_errors=outcome)  # type: ignore[arg-type]
-        return RelationshipsPayload(relationships=[Relationship.of(r) for r in outcome])  # type: ignore[union-attr]
+        p = info.context.principal
+        return await run_mutation(info, RelationshipsPayload, lambda s: service.create_relationships(
+            s, p, [_create_input(i) for i in inputs], ("inputs",)
+        ))
 
     @strawberry.mutation
     async def update_relationship(self, info: Info, id: strawberry.ID, input: UpdateRelationshipInput) -> RelationshipPayload:
-        ctx = info.context
+        p = info.context.principal
         data = {"kind": input.kind, "weight": input.weight, "isActive": input.is_active, "metadata": input.metadata}
-
-        async def action(s: Any) -> models.Relationship:
-            row = await service.update_relationship(s, ctx.principal, uuid_of(id, "Relationship"), data)
-            ctx.emit("relationship.updated", "Relationship", row.id)
-            return row
-
-        outcome = await mutate(info, action)
-        if isinstance(outcome, list):
-            return RelationshipPayload(user_errors=outcome)
-        return RelationshipPayload(relationship=Relationship.of(outcome))
+        return await run_mutation(info, RelationshipPayload, lambda s: service.update_relationship(
+            s, p, uuid_of(id, "Relationship"), data
+        ))
 
     @strawberry.mutation
     async def delete_relationship(self, info: Info, id: strawberry.ID) -> DeletePayload:
-        ctx = info.context
+        p = info.context.principal
+        return await run_mutation(info, DeletePayload, lambda s: deleted(
+            "Relationship", service.delete_relationship(s, p, uuid_of(id, "Relationship"))
+        ))
 
-        async def action(s: Any) -> uuid.UUID:
-            deleted = await service.delete_relationship(s, ctx.principal, uuid_of(id, "Relationship"))
-            ctx.emit("relationship.deleted", "Relationship", deleted)
-            return deleted
 
-        return DeletePayload.of(await mutate(info, action), "Relationship")
+async def _created_one(s: AsyncSession, p: Principal, input: CreateRelationshipInput) -> models.Relationship:
+    (row,) = await service.create_relationships(s, p, [_create_input(input)], ("input",))
+    return row

@@ -13,11 +13,12 @@ from app.services import sources as service
 from app.services.filters import MAX_LIST
 from schema import plan
 from schema.context import Info
-from schema.errors import UserError, mutate
+from schema.errors import UserError
 from schema.filters import DateTimeFilter, IDFilter, SortDirection, StringFilter
+from schema.mutations import Payload, run_mutation
 from schema.node import Node, global_id, node_loader, uuid_of
 from schema.pagination import Connection, page_args
-from schema.workspaces import DeletePayload
+from schema.workspaces import DeletePayload, deleted
 
 
 @strawberry.enum
@@ -112,13 +113,13 @@ class UpdateSourceInput:
 
 
 @strawberry.type
-class SourcePayload:
+class SourcePayload(Payload):
     source: Source | None = None
     user_errors: list[UserError] = strawberry.field(default_factory=list)
 
     @classmethod
-    def of(cls, outcome: models.Source | list[UserError]) -> SourcePayload:
-        return cls(user_errors=outcome) if isinstance(outcome, list) else cls(source=Source.of(outcome))
+    def of(cls, source: models.Source) -> SourcePayload:
+        return cls(source=Source.of(source))
 
 
 @strawberry.type
@@ -146,31 +147,33 @@ plan.declare_root("sources", Source, lambda p, a: service.sources_query(p, where
 class SourceMutations:
     @strawberry.mutation
     async def create_source(self, info: Info, input: CreateSourceInput) -> SourcePayload:
-        ctx = info.context
-        return SourcePayload.of(await mutate(info, lambda s: service.create_source(
-            s, ctx.principal, ctx.services.vault, name=input.name, display_name=input.display_name,
+        p, vault = info.context.principal, info.context.services.vault
+        return await run_mutation(info, SourcePayload, lambda s: service.create_source(
+            s, p, vault, name=input.name, display_name=input.display_name,
             provider=input.provider.value, config=input.config, credentials=input.credentials,
-        )))
+        ))
 
     @strawberry.mutation
     async def update_source(self, info: Info, id: strawberry.ID, input: UpdateSourceInput) -> SourcePayload:
-        ctx = info.context
-        return SourcePayload.of(await mutate(info, lambda s: service.update_source(
-            s, ctx.principal, ctx.services.vault, uuid_of(id, "Source"), display_name=input.display_name,
+        p, vault = info.context.principal, info.context.services.vault
+        return await run_mutation(info, SourcePayload, lambda s: service.update_source(
+            s, p, vault, uuid_of(id, "Source"), display_name=input.display_name,
             config=input.config, credentials=input.credentials,
-        )))
+        ))
 
     @strawberry.mutation
     async def delete_source(self, info: Info, id: strawberry.ID) -> DeletePayload:
         p = info.context.principal
-        return DeletePayload.of(await mutate(info, lambda s: service.delete_source(s, p, uuid_of(id, "Source"))), "Source")
+        return await run_mutation(info, DeletePayload, lambda s: deleted(
+            "Source", service.delete_source(s, p, uuid_of(id, "Source"))
+        ))
 
     @strawberry.mutation
     async def pause_source(self, info: Info, id: strawberry.ID) -> SourcePayload:
         p = info.context.principal
-        return SourcePayload.of(await mutate(info, lambda s: service.set_paused(s, p, uuid_of(id, "Source"), True)))
+        return await run_mutation(info, SourcePayload, lambda s: service.set_paused(s, p, uuid_of(id, "Source"), True))
 
     @strawberry.mutation
     async def resume_source(self, info: Info, id: strawberry.ID) -> SourcePayload:
         p = info.context.principal
-        return SourcePayload.of(await mutate(info, lambda s: service.set_paused(s, p, uuid_of(id, "Source"), False)))
+        return await run_mutation(info, SourcePayload, lambda s: service.set_paused(s, p, uuid_of(id, "Source"), False))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections.abc import Awaitable
 from datetime import datetime
 from enum import Enum
+from typing import Any
 
 import strawberry
 from sqlalchemy import exists
@@ -14,7 +15,8 @@ from app.db import models
 from app.services import workspaces as service
 from schema import plan
 from schema.context import Info
-from schema.errors import UserError, mutate, refused
+from schema.errors import UserError
+from schema.mutations import Payload, run_mutation
 from schema.node import Node, global_id, node_loader, register_node, uuid_of
 from schema.pagination import Connection, page_args
 
@@ -109,13 +111,17 @@ class InviteMemberInput:
 
 
 @strawberry.type
-class WorkspacePayload:
+class WorkspacePayload(Payload):
     workspace: Workspace | None = None
     user_errors: list[UserError] = strawberry.field(default_factory=list)
 
+    @classmethod
+    def of(cls, workspace: models.Workspace) -> WorkspacePayload:
+        return cls(workspace=Workspace.of(workspace, "OWNER"))
+
 
 @strawberry.type
-class MemberPayload:
+class MemberPayload(Payload):
     member: Member | None = None
     invitation_token: str | None = strawberry.field(default=None, description=(
         "Set when inviting an address with no account yet: the invitee signs up with it "
@@ -123,25 +129,25 @@ class MemberPayload:
     ))
     user_errors: list[UserError] = strawberry.field(default_factory=list)
 
+    @classmethod
+    def of(cls, outcome: models.Member | tuple[models.Member, str | None]) -> MemberPayload:
+        member, token = outcome if isinstance(outcome, tuple) else (outcome, None)
+        return cls(member=Member.of(member), invitation_token=token)
+
 
 @strawberry.type
-class DeletePayload:
+class DeletePayload(Payload):
     deleted_id: strawberry.ID | None = None
     user_errors: list[UserError] = strawberry.field(default_factory=list)
 
     @classmethod
-    def of(cls, outcome: uuid.UUID | list[UserError], type_name: str) -> DeletePayload:
-        """The payload of a delete mutation whose service returned the deleted row's uuid."""
-        if isinstance(outcome, list):
-            return cls(user_errors=outcome)
-        return cls(deleted_id=global_id(type_name, outcome))
+    def of(cls, deleted_id: strawberry.ID) -> DeletePayload:
+        return cls(deleted_id=deleted_id)
 
 
-def member_payload(outcome: models.Member | tuple[models.Member, str | None] | list[UserError]) -> MemberPayload:
-    if isinstance(outcome, list):
-        return MemberPayload(user_errors=outcome)
-    member, token = outcome if isinstance(outcome, tuple) else (outcome, None)
-    return MemberPayload(member=Member.of(member), invitation_token=token)
+async def deleted(type_name: str, deleting: Awaitable[uuid.UUID]) -> strawberry.ID:
+    """What a delete service answers (the row's uuid) as the DeletePayload's global id."""
+    return strawberry.ID(global_id(type_name, await deleting))
 
 
 @strawberry.type
@@ -166,29 +172,26 @@ class WorkspaceQueries:
 class WorkspaceMutations:
     @strawberry.mutation
     async def create_workspace(self, info: Info, input: CreateWorkspaceInput) -> WorkspacePayload:
-        ctx = info.context
-        outcome = await refused(service.create_workspace(ctx.services.db, ctx.principal, input.name))
-        await ctx.credentials_changed()  # a user's only workspace is no longer the only one
-        if isinstance(outcome, list):
-            return WorkspacePayload(user_errors=outcome)
-        return WorkspacePayload(workspace=Workspace.of(outcome, "OWNER"))
+        p = info.context.principal
+        return await run_mutation(info, WorkspacePayload, lambda s: service.create_workspace(s, p, input.name), system=True)
 
     @strawberry.mutation
     async def invite_member(self, info: Info, input: InviteMemberInput) -> MemberPayload:
         p = info.context.principal
-        return member_payload(
-            await mutate(info, lambda s: service.invite_member(s, p, email=input.email, role=input.role.value))
-        )
+        return await run_mutation(info, MemberPayload, lambda s: service.invite_member(
+            s, p, email=input.email, role=input.role.value
+        ))
 
     @strawberry.mutation
     async def update_member_role(self, info: Info, id: strawberry.ID, role: MemberRole) -> MemberPayload:
         p = info.context.principal
-        member_id = uuid_of(id, "Member")
-        info.context.after_commit(info.context.credentials_changed)
-        return member_payload(await mutate(info, lambda s: service.update_member_role(s, p, member_id, role.value)))
+        return await run_mutation(info, MemberPayload, lambda s: service.update_member_role(
+            s, p, uuid_of(id, "Member"), role.value
+        ))
 
     @strawberry.mutation
     async def remove_member(self, info: Info, id: strawberry.ID) -> DeletePayload:
         p = info.context.principal
-        info.context.after_commit(info.context.credentials_changed)
-        return DeletePayload.of(await mutate(info, lambda s: service.remove_member(s, p, uuid_of(id, "Member"))), "Member")
+        return await run_mutation(info, DeletePayload, lambda s: deleted(
+            "Member", service.remove_member(s, p, uuid_of(id, "Member"))
+        ))

@@ -26,6 +26,7 @@ import httpx
 import psycopg
 import pytest
 import yaml
+from sqlalchemy import event
 
 from app.config import Settings
 from app.http import create_app
@@ -66,8 +67,8 @@ async def app_with(settings: Settings, **changes: Any) -> AsyncIterator[tuple[Ap
 
 @contextlib.contextmanager
 def look_ups(app: Any) -> Iterator[list[str]]:
-    """Every trip the app makes to PostgreSQL for a credential (a plain look-up or a system
-    session, as login and refresh use) while open: a spy that lets each one through."""
+    """Every trip the app makes to PostgreSQL for a credential (a plain look-up, or a transaction
+    of a system session, as login and refresh use) while open: a spy that lets each one through."""
     db, seen = app.state.services.db, []
     lookup, system = db.lookup, db.system
 
@@ -76,8 +77,9 @@ def look_ups(app: Any) -> Iterator[list[str]]:
         return await lookup(sql, params)
 
     def counted_system() -> Any:
-        seen.append("system session")
-        return system()
+        session = system()
+        event.listen(session.sync_session, "after_begin", lambda *_: seen.append("system session"))
+        return session
 
     db.lookup, db.system = counted_lookup, counted_system
     try:

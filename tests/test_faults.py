@@ -396,27 +396,29 @@ async def test_effects_after_commit_that_find_redis_gone_do_not_fail_the_mutatio
     from dataclasses import replace
 
     from redis.asyncio import Redis
+    from sqlalchemy import text
 
-    from app.services.access import Principal
-    from schema.context import Context
+    from app.services import effects
 
     unreachable = Redis(host="127.0.0.1", port=_free_port(), socket_connect_timeout=1)
-    context = Context(services=replace(app.state.services, redis=unreachable), request=None,
-                      principal=Principal(workspace_id=uuid.uuid4()))
+    services = replace(app.state.services, redis=unreachable)
     ran: list[str] = []
 
-    async def later() -> None:
+    async def later(_: Any) -> None:
         ran.append("later")
 
-    context.emit("contact.created", "Contact", uuid.uuid4())
-    context.after_commit(later)
-    await context.run_after_commit()
-    assert ran == ["later"]
-
-    async def bug() -> None:
+    async def bug(_: Any) -> None:
         raise KeyError("not an outage")
 
-    context.after_commit(bug)
-    with pytest.raises(KeyError):
-        await context.run_after_commit()
+    async with services.db.tenant(uuid.uuid4()) as s:
+        await s.execute(text("select 1"))
+        effects.event(s, "contact.created", "Contact", uuid.uuid4())
+        effects.on_commit(s, later)
+        await effects.commit(s, services)
+        assert ran == ["later"]
+
+        await s.execute(text("select 1"))
+        effects.on_commit(s, bug)
+        with pytest.raises(KeyError):
+            await effects.commit(s, services)
     await unreachable.aclose()

@@ -165,10 +165,10 @@ async def test_introspection_on_by_default_and_off_by_setting(api: Api, settings
 async def test_unexpected_errors_are_masked_with_a_request_id(api: Api, alice: Account, monkeypatch: Any) -> None:
     from app.services import sources
 
-    async def broken(*args: Any, **kwargs: Any) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("secret detail: password=hunter2 SELECT * FROM users")
 
-    monkeypatch.setattr(sources, "list_sources", broken)
+    monkeypatch.setattr(sources, "sources_query", broken)  # the planner meets it, then the resolver
     response = await api.post("{ sources { totalCount } }", **alice.auth, headers={"x-request-id": "req-42"})
     error = response.json()["errors"][0]
     assert error["message"] == "Internal server error"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.jobs.adapters import BadItem, content_hub_document, csv_entries, csv_rows, html_to_markdown
+from app.services.adapters import BadItem, content_hub_document, csv_entries, csv_rows, html_to_markdown
 
 
 def test_html_becomes_markdown_with_entities_decoded() -> None:

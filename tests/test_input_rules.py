@@ -254,7 +254,7 @@ async def test_records_csv_with_a_partly_known_header_still_imports(api: Api, al
 
 def test_csv_cells_refuse_numbers_json_cannot_hold() -> None:
     """Python's float() and json.loads() take NaN and Infinity; no JSON column can hold them."""
-    from app.jobs.adapters import BadItem, csv_entries, csv_rows
+    from app.services.adapters import BadItem, csv_entries, csv_rows
 
     rows = b"id,x,y\n1,Infinity,1\n2,{\"a\": NaN},1\n3,1,inf\n4,[1],2.5\n"
     entries = list(csv_entries(csv_rows([rows]), {"id": "id", "x": "customFields.x:json", "y": "customFields.y:float"}))

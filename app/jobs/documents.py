@@ -16,11 +16,11 @@ import dramatiq.broker
 import httpx
 
 from app import outbound
-from app.db.engine import Database
 from app.jobs import runtime
+from app.jobs.runtime import Runtime
 from app.outbound import ForbiddenDestination
-from app.pubsub import publish_event
 from app.services import documents as service
+from app.services import effects
 from app.services.extract import CONTENT_TYPES
 
 if dramatiq.broker.global_broker is None:
@@ -78,29 +78,26 @@ async def download(url: str, limits: FetchLimits, allow_private: bool = False) -
         raise FetchError(f"Could not fetch {url}: {type(exc).__name__}") from None
 
 
-async def fetch(
-    db: Database, redis: object, document_id: uuid.UUID, workspace_id: uuid.UUID, allow_private: bool = False
-) -> None:
-    async with db.tenant(workspace_id) as s:
+async def fetch(rt: Runtime, document_id: uuid.UUID, workspace_id: uuid.UUID) -> None:
+    async with rt.db.tenant(workspace_id) as s:
         url = await service.begin_fetch(s, workspace_id, document_id)
-        await s.commit()
+        await effects.commit(s, rt)
     if url is None:
         return
     body = content_type = error = None
     try:
-        body, content_type = await download(url, LIMITS, allow_private)
+        body, content_type = await download(url, LIMITS, rt.settings.fetch_private_networks)
     except FetchError as exc:
         error = str(exc)
-    async with db.tenant(workspace_id) as s:
+    async with rt.db.tenant(workspace_id) as s:
         document = await service.finish_fetch(s, workspace_id, document_id, body=body, content_type=content_type,
                                               error=error)
-        await s.commit()
+        await effects.commit(s, rt)  # announces document.updated
     if document is not None:
         log.info("document %s fetched: %s", document_id, document.status)
-        await publish_event(redis, workspace_id, "document.updated", "Document", document_id)  # type: ignore[arg-type]
 
 
-@dramatiq.actor(queue_name="documents", max_retries=0, time_limit=10 * 60 * 1000)
+@dramatiq.actor(actor_name=service.FETCH_ACTOR, queue_name="documents", max_retries=0, time_limit=10 * 60 * 1000)
 def fetch_document(document_id: str, workspace_id: str) -> None:
     rt = runtime.current()
-    rt.run(fetch(rt.db, rt.redis, uuid.UUID(document_id), uuid.UUID(workspace_id), rt.settings.fetch_private_networks))
+    rt.run(fetch(rt, uuid.UUID(document_id), uuid.UUID(workspace_id)))

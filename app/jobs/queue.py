@@ -1,5 +1,6 @@
-"""Sending job messages. The message carries the job id only; send it after the job's row has
-committed, or the worker may look before the row exists."""
+"""Sending job messages from outside a transaction (the reaper). A new job's message is an effect
+of the transaction that stores it (`app.services.jobs.started`): sent once its row has committed,
+or the worker may look before the row exists."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import uuid
 
 import dramatiq
 
-JOB_ACTOR = "run_job"
+from app.services.jobs import JOB_ACTOR
 
 
 def send_job(job_id: uuid.UUID) -> None:
@@ -18,15 +19,3 @@ def send_job(job_id: uuid.UUID) -> None:
 async def enqueue(job_id: uuid.UUID) -> None:
     """From async code: the broker's Redis client is synchronous."""
     await asyncio.to_thread(send_job, job_id)
-
-
-async def fetch_documents(document_ids: list[uuid.UUID], workspace_id: uuid.UUID) -> None:
-    """Documents imported with a url and no content wait for `app.jobs.documents.fetch_document`."""
-
-    def send() -> None:
-        actor = dramatiq.get_broker().get_actor("fetch_document")
-        for document_id in document_ids:
-            actor.send(str(document_id), str(workspace_id))
-
-    if document_ids:
-        await asyncio.to_thread(send)

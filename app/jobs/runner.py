@@ -22,10 +22,10 @@ from pathlib import Path
 
 from app.db.models import Job
 from app.jobs import queue
-from app.jobs.adapters import PayloadError
 from app.jobs.runtime import Runtime
 from app.pubsub import publish_event, publish_job
-from app.services import imports, jobs
+from app.services import effects, imports, jobs
+from app.services.adapters import PayloadError
 
 log = logging.getLogger("ctxgraph.jobs")
 
@@ -50,7 +50,7 @@ async def run_job(rt: Runtime, job_id: uuid.UUID) -> None:
     settings = rt.settings
     async with rt.db.system() as s:
         job = await jobs.claim(s, job_id, settings.job_stale_seconds)
-        await s.commit()
+        await effects.commit(s, rt)
     if job is None:
         log.debug("job %s is not ours to run (finished, running elsewhere, or unknown)", job_id)
         return
@@ -81,7 +81,7 @@ async def run_job(rt: Runtime, job_id: uuid.UUID) -> None:
         log.warning("job %s run %d failed, to be retried: %s", job.id, job.attempts, detail)
         async with rt.db.system() as s:
             pending = await jobs.back_to_pending(s, job, error)
-            await s.commit()
+            await effects.commit(s, rt)
         if pending is not None:
             await announce(rt, pending, status_changed=True)
         raise
@@ -97,7 +97,7 @@ async def _heartbeat(rt: Runtime, job: Job) -> None:
         try:
             async with rt.db.system() as s:
                 alive = await jobs.beat(s, job)
-                await s.commit()
+                await effects.commit(s, rt)
             if not alive:
                 return
         except Exception:  # noqa: BLE001 - the next beat may get through
@@ -109,7 +109,7 @@ async def _end(rt: Runtime, job: Job, status: str, error: str | None = None, mes
         ended = await jobs.finish(s, job, status, error=error)
         if ended is not None:
             await imports.mark_sync(s, job, started=False, message=message or error or status.lower())
-        await s.commit()
+        await effects.commit(s, rt)
     if ended is not None:
         log.info("job %s %s", job.id, status)
         await announce(rt, ended, status_changed=True)
@@ -121,7 +121,7 @@ async def _recompute(rt: Runtime, job: Job) -> None:
         saved = await jobs.save_progress(s, job, counts=counts)
         if saved is None:
             raise LeaseLost
-        await s.commit()
+        await effects.commit(s, rt)
     await _end(rt, saved, "COMPLETED")
 
 
@@ -142,7 +142,7 @@ async def _import(rt: Runtime, job: Job) -> None:
             saved = await jobs.save_progress(s, job, total=job.total, params=params)
             if saved is None:
                 raise LeaseLost
-            await s.commit()
+            await effects.commit(s, rt)
         job = saved
         await announce(rt, job)
         pending = itertools.islice(imports.entries(job, spool), job.checkpoint, None)
@@ -172,9 +172,9 @@ class _Cancelled(Exception):
 @dataclass
 class _Flight:
     """A batch in flight: set once it is checked (None if it failed first), done once committed
-    (the job as committed, and the documents to fetch)."""
+    (the job as committed)."""
     checked: asyncio.Future[imports.Checked | None]
-    done: asyncio.Task[tuple[Job, list[uuid.UUID]]]
+    done: asyncio.Task[Job]
 
 
 async def _pipeline(
@@ -209,8 +209,7 @@ async def _committed(rt: Runtime, flight: _Flight, announce_it: bool = True) -> 
     """The batch's job once committed. The last batch's state is not announced on its own: its
     end follows at once with the same counts, and two events back to back would make every
     subscriber's second one wait behind the first's fan-out."""
-    job, fetches = await flight.done
-    await queue.fetch_documents(fetches, job.workspace_id)
+    job = await flight.done
     if announce_it:
         await announce(rt, job)
     return job
@@ -218,31 +217,31 @@ async def _committed(rt: Runtime, flight: _Flight, announce_it: bool = True) -> 
 
 async def _batch(
     rt: Runtime, job: Job, batch: imports.Batch, previous: _Flight | None, checked_out: asyncio.Future[imports.Checked | None],
-) -> tuple[Job, list[uuid.UUID]]:
+) -> Job:
     """One batch's transaction; `previous` is the batch before, maybe not committed yet: this one
-    is checked after it commits unless independent of it, and commits after it."""
+    is checked after it commits unless independent of it, and commits after it. What its items'
+    writes registered (their workspace events, url documents to fetch) follows its commit."""
     try:
         async with rt.db.tenant(job.workspace_id) as s:
             before = job if previous is None else None
             if previous is not None:
                 earlier = await previous.checked
                 if earlier is None or not imports.independent(job, earlier, batch):
-                    before, _ = await previous.done
+                    before = await previous.done
             checked = await imports.check_batch(s, job, batch)
             checked_out.set_result(checked)
             outcomes = await imports.write_batch(s, job, checked)
             await imports.save_items(s, job, outcomes)
-            fetches = await imports.pending_fetches(s, job, outcomes)
             if before is None:
                 assert previous is not None
-                before, _ = await previous.done
+                before = await previous.done
             if before.cancel_requested:  # as of the last commit
                 raise _Cancelled(before)
             saved = await jobs.save_progress(s, before, **imports.tally(before, outcomes))
             if saved is None:
                 raise LeaseLost
-            await s.commit()
-        return saved, fetches
+            await effects.commit(s, rt)
+        return saved
     finally:
         if not checked_out.done():
             checked_out.set_result(None)
@@ -274,7 +273,7 @@ async def reap(rt: Runtime) -> None:
         try:
             async with rt.db.system() as s:
                 found = await jobs.orphans(s, rt.settings.job_stale_seconds)
-                await s.commit()
+                await effects.commit(s, rt)
             for job_id in found:
                 log.warning("job %s has no live worker or message: sending it again", job_id)
                 with contextlib.suppress(Exception):

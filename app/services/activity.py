@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import ActivityEvent, Contact, ContactIntelligence, ContactThread, ConversationParticipant, Relationship
-from app.services import contacts, filters, ids, relationships
+from app.services import contacts, effects, filters, ids, relationships
 from app.services.access import Principal
 from app.services.batch import ItemOutcome
 from app.services.errors import BadInput, Invalid, Problem
@@ -254,6 +254,8 @@ async def record_activities(s: AsyncSession, ws: uuid.UUID, drafts: list[Draft])
         fresh = id_ in created and id_ not in first_seen
         first_seen.add(id_)
         results.append(("CREATED" if fresh else "SKIPPED", events.get(id_), []))
+        if fresh:
+            effects.event(s, "activity.recorded", "ActivityEvent", id_)
     return results
 
 

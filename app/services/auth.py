@@ -21,8 +21,9 @@ from app import security
 from app.config import Settings
 from app.db.engine import Database
 from app.db.models import ApiKey, Member, RefreshToken, User, Workspace
+from app.pubsub import publish_api_key_change
 from app.ratelimit import FailureBudget
-from app.services import ids
+from app.services import effects, ids
 from app.services.access import ALL_SCOPES, ROLE_SCOPES, WILDCARD, Principal, covers
 from app.services.errors import Forbidden, Invalid, Problem, Unauthenticated, not_found
 from app.services.pagination import Page, PageArgs, SortKey, paginate
@@ -67,17 +68,20 @@ async def _issue(s: AsyncSession, settings: Settings, user: User, family_id: uui
 
 
 async def _activate_invitations(s: AsyncSession, user_id: uuid.UUID) -> None:
-    await s.execute(update(Member).where(Member.user_id == user_id, Member.status == "INVITED").values(
+    activated = await s.execute(update(Member).where(Member.user_id == user_id, Member.status == "INVITED").values(
         status="ACTIVE", invitation_token_hash=None
     ))
+    if activated.rowcount:  # type: ignore[attr-defined]
+        effects.credentials_changed(s)
 
 
 async def sign_up(
-    db: Database, settings: Settings, *, email: str, password: str, name: str | None, workspace_name: str,
+    s: AsyncSession, settings: Settings, *, email: str, password: str, name: str | None, workspace_name: str,
     invitation_token: str | None = None,
 ) -> Session:
     """A new account with a workspace of its own. An address that was invited but never signed
-    up is claimed only with its invitation token (else anyone could take the invited role)."""
+    up is claimed only with its invitation token (else anyone could take the invited role).
+    `s` is a system session: the account is no tenant's yet."""
     email = normalise_email(email)
     found = problems(
         check_email(email, ("input", "email")),
@@ -88,26 +92,26 @@ async def sign_up(
     if found:
         raise Invalid(*found)
     password_hash = await asyncio.to_thread(security.hash_password, password)  # ~0.2 s: no lock held
-    async with db.system() as s, s.begin():
-        user = await s.scalar(select(User).options(undefer(User.password_hash)).where(User.email == email).with_for_update())
-        invitation = None
-        if user is not None and user.password_hash is None and invitation_token:
-            invitation = await s.scalar(select(Member).where(
-                Member.user_id == user.id, Member.status == "INVITED",
-                Member.invitation_token_hash == security.sha256(invitation_token),
-            ))
-        if user is not None and invitation is None:
-            raise Invalid(Problem("An account with this email already exists", "DUPLICATE", ("input", "email")))
-        if user is None:
-            user = User(email=email)
-            s.add(user)
-        user.name = name.strip() if name else user.name
-        user.password_hash = password_hash
-        await s.flush()
-        await new_workspace(s, user.id, workspace_name.strip())
-        if invitation is not None:
-            invitation.status, invitation.invitation_token_hash = "ACTIVE", None
-        return await _issue(s, settings, user, uuid.uuid4())
+    user = await s.scalar(select(User).options(undefer(User.password_hash)).where(User.email == email).with_for_update())
+    invitation = None
+    if user is not None and user.password_hash is None and invitation_token:
+        invitation = await s.scalar(select(Member).where(
+            Member.user_id == user.id, Member.status == "INVITED",
+            Member.invitation_token_hash == security.sha256(invitation_token),
+        ))
+    if user is not None and invitation is None:
+        raise Invalid(Problem("An account with this email already exists", "DUPLICATE", ("input", "email")))
+    if user is None:
+        user = User(email=email)
+        s.add(user)
+    user.name = name.strip() if name else user.name
+    user.password_hash = password_hash
+    await s.flush()
+    await new_workspace(s, user.id, workspace_name.strip())
+    if invitation is not None:
+        invitation.status, invitation.invitation_token_hash = "ACTIVE", None
+        effects.credentials_changed(s)  # the invited membership is now active
+    return await _issue(s, settings, user, uuid.uuid4())
 
 
 def check_password(password: str, field: tuple[str, ...]) -> Problem | None:
@@ -122,60 +126,57 @@ def check_password(password: str, field: tuple[str, ...]) -> Problem | None:
 
 
 async def login(
-    db: Database, settings: Settings, *, email: str, password: str, failures: FailureBudget, client: str
+    s: AsyncSession, settings: Settings, *, email: str, password: str, failures: FailureBudget, client: str
 ) -> Session:
-    """Argon2 takes ~0.2 s of CPU by design: it runs in a thread, with no connection held.
-    Wrong passwords count against the address and the email (`FailureBudget`): past either
-    budget a login is refused before the look-up and the hash."""
+    """Argon2 takes ~0.2 s of CPU by design: it runs in a thread, with no connection held (the
+    look-up's transaction ends before). Wrong passwords count against the address and the email
+    (`FailureBudget`): past either budget a login is refused before the look-up and the hash.
+    `s` is a system session. A login activates the user's pending invitations."""
     email = normalise_email(email)
     account = f"email:{security.sha256(email)[:32]}"  # no addresses in Redis keys
     standing = await failures.check(account, client)
-    async with db.system() as s:
-        user = await s.scalar(select(User).options(undefer(User.password_hash)).where(User.email == email))
+    user = await s.scalar(select(User).options(undefer(User.password_hash)).where(User.email == email))
+    if user is not None:
+        s.expunge(user)
+    await s.rollback()  # nothing written yet: the connection goes back to the pool
     if not await asyncio.to_thread(security.verify_password, user.password_hash if user else None, password) or user is None:
         await failures.failed(account, client)
         raise Invalid(Problem("Invalid email or password", "INVALID", ("input",)))
     await failures.succeeded(account, standing)
-    async with db.system() as s, s.begin():
-        await _activate_invitations(s, user.id)
-        return await _issue(s, settings, user, uuid.uuid4())
+    await _activate_invitations(s, user.id)
+    return await _issue(s, settings, user, uuid.uuid4())
 
 
-async def refresh(db: Database, settings: Settings, token: str, *, failures: FailureBudget, client: str) -> Session:
+async def refresh(s: AsyncSession, settings: Settings, token: str, *, failures: FailureBudget, client: str) -> Session:
     """Single use: a spent token presented again revokes every token of its family. Refused
-    tokens count against the address: past its budget, nothing is looked up."""
+    tokens count against the address: past its budget, nothing is looked up. `s` is a system
+    session."""
     await failures.check(None, client)
     try:
-        return await _refresh(db, settings, token)
+        return await _refresh(s, settings, token)
     except Invalid:
         await failures.failed(None, client)
         raise
 
 
-async def _refresh(db: Database, settings: Settings, token: str) -> Session:
+async def _refresh(s: AsyncSession, settings: Settings, token: str) -> Session:
     rejected = Invalid(Problem("Invalid or expired refresh token", "INVALID", ("refreshToken",)))
-    async with db.system() as s:
-        async with s.begin():
-            row = await s.scalar(
-                select(RefreshToken).where(RefreshToken.token_hash == security.sha256(token)).with_for_update()
-            )
-            if row is None or row.revoked_at is not None or row.expires_at <= _now():
-                raise rejected
-            if row.used_at is not None:
-                await s.execute(
-                    update(RefreshToken)
-                    .where(RefreshToken.family_id == row.family_id, RefreshToken.revoked_at.is_(None))
-                    .values(revoked_at=func.now())
-                )
-                reused = True
-            else:
-                row.used_at = _now()
-                user = await s.get_one(User, row.user_id)
-                reused = False
-                issued = await _issue(s, settings, user, row.family_id)
-        if reused:  # committed above: the revocation must stick though the call fails
-            raise rejected
-        return issued
+    row = await s.scalar(
+        select(RefreshToken).where(RefreshToken.token_hash == security.sha256(token)).with_for_update()
+    )
+    if row is None or row.revoked_at is not None or row.expires_at <= _now():
+        raise rejected
+    if row.used_at is not None:
+        await s.execute(
+            update(RefreshToken)
+            .where(RefreshToken.family_id == row.family_id, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=func.now())
+        )
+        await s.commit()  # the revocation must stick though the call is refused
+        raise rejected
+    row.used_at = _now()
+    user = await s.get_one(User, row.user_id)
+    return await _issue(s, settings, user, row.family_id)
 
 
 def _parse_workspace_header(value: str | None) -> uuid.UUID | None:
@@ -368,6 +369,7 @@ async def rotate_api_key(s: AsyncSession, p: Principal, key_id: uuid.UUID | None
     secret, key.prefix = security.new_api_key()
     key.key_hash = security.sha256(secret)
     await s.flush()
+    _key_changed(s, key.id)
     return key, secret
 
 
@@ -376,7 +378,15 @@ async def revoke_api_key(s: AsyncSession, p: Principal, key_id: uuid.UUID | None
     if key.revoked_at is None:
         key.revoked_at = _now()
         await s.flush()
+    _key_changed(s, key.id)
     return key
+
+
+def _key_changed(s: AsyncSession, key_id: uuid.UUID) -> None:
+    """Once committed, requests with the key's old secret look it up afresh and its open sockets
+    (on any API process) re-authenticate."""
+    effects.credentials_changed(s)
+    effects.on_commit(s, lambda surroundings: publish_api_key_change(surroundings.redis, key_id))
 
 
 

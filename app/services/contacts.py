@@ -10,7 +10,7 @@ live contacts (primary and secondary addresses alike); (source, remoteId) is uni
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -23,7 +23,7 @@ from sqlalchemy.orm import with_expression
 from sqlalchemy.types import Text
 
 from app.db.models import Contact, ContactIntelligence, Member, Source
-from app.services import filters, ids
+from app.services import effects, filters, ids
 from app.services.access import Principal
 from app.services.batch import ItemOutcome, json_text
 from app.services.errors import BadInput, Invalid, Problem, not_found
@@ -536,10 +536,13 @@ async def _apply(s: AsyncSession, ws: uuid.UUID, drafts: list[Draft], current: d
                     await _write(s, ws, now, [write])
             except IntegrityError:
                 outcomes[write[0].index] = ("FAILED", [Problem(taken, "DUPLICATE", write[0].path or None)])
-    return [
+    saved = [
         (outcomes[d.index][0], d.target_id if outcomes[d.index][0] != "FAILED" else None, outcomes[d.index][1])
         for d in drafts
     ]
+    for outcome, contact_id, _ in saved:
+        effects.written(s, "contact", outcome, "Contact", contact_id)
+    return saved
 
 
 async def _write(s: AsyncSession, ws: uuid.UUID, now: datetime, writes: list[Write]) -> None:
@@ -679,6 +682,7 @@ async def delete_contact(s: AsyncSession, p: Principal, contact_id: uuid.UUID | 
     row.deleted_at = datetime.now(UTC)
     await s.flush()
     await s.refresh(row)
+    effects.event(s, "contact.deleted", "Contact", row.id)
     return row
 
 
@@ -696,24 +700,17 @@ async def restore_contact(s: AsyncSession, p: Principal, contact_id: uuid.UUID |
     row.merged_into_id = None
     await s.flush()
     await s.refresh(row)
+    effects.event(s, "contact.restored", "Contact", row.id)
     return row
-
-
-MergeHook = Callable[[AsyncSession, uuid.UUID, uuid.UUID, list[uuid.UUID]], Awaitable[None]]
-_MERGE_HOOKS: list[MergeHook] = []
-
-
-def on_merge(hook: MergeHook) -> None:
-    """Other domains move what they link to a contact (document links...): hook(s, ws, survivor, merged)."""
-    _MERGE_HOOKS.append(hook)
 
 
 MERGED_FIELDS = ("phone", "title", "company", "city", "state", "contact_type", "status", "owner_id", "source_id", "remote_id")
 
 
-async def merge_contacts(s: AsyncSession, p: Principal, contact_ids: list[uuid.UUID | None]) -> tuple[Contact, list[uuid.UUID]]:
-    """Merges into the first: emails, tags, empty fields, activity, relationships and links move
-    over; the others are soft-deleted. One transaction (the mutation's)."""
+async def merge_rows(s: AsyncSession, p: Principal, contact_ids: list[uuid.UUID | None]) -> tuple[Contact, list[uuid.UUID]]:
+    """The contacts' own part of a merge (`app.services.merge`): into the first, their emails,
+    tags and the fields it lacks; the others are soft-deleted, marked merged into it. The
+    survivor and the merged ids."""
     ws = p.require(WRITE)
     if len(contact_ids) < 2:
         raise Invalid(Problem("Give at least two contacts to merge", "INVALID", ("ids",)))
@@ -748,11 +745,4 @@ async def merge_contacts(s: AsyncSession, p: Principal, contact_ids: list[uuid.U
     survivor.custom_fields = custom
     survivor.updated_at = now
     await s.flush()
-    from app.services import activity, relationships  # they build on contacts
-
-    await activity.move_activity(s, ws, survivor.id, merged)
-    await relationships.move_endpoints(s, ws, "Contact", survivor.id, merged)
-    for hook in _MERGE_HOOKS:
-        await hook(s, ws, survivor.id, merged)
-    await s.refresh(survivor)
     return survivor, merged

@@ -2,8 +2,9 @@
 within a workspace, versions, links to any node, soft delete, chunks for search.
 
 Every write, from a mutation or an import, goes through `save_documents`. A url document is
-stored PENDING; the caller enqueues `app.jobs.documents.fetch_document` once it has committed,
-and the actor moves it through PROCESSING to READY or FAILED (with the reason).
+stored PENDING with a message to `app.jobs.documents.fetch_document` sent once it has committed
+(`app.services.effects`), and the actor moves it through PROCESSING to READY or FAILED (with the
+reason).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Document, DocumentChunk, DocumentLink, DocumentVersion, Source
-from app.services import contacts, extract, filters, ids, relationships
+from app.services import effects, extract, filters, ids, relationships
 from app.services.access import Principal
 from app.services.batch import ItemOutcome
 from app.services.errors import Invalid, Problem, not_found
@@ -32,6 +33,8 @@ from app.services.validation import check_text
 READ, WRITE = "documents:read", "documents:write"
 MAX_TITLE, MAX_URL, MAX_TAGS, MAX_TAG = 500, 2000, 50, 100
 MAX_CONTENT = 5_000_000
+FETCH_ACTOR = "fetch_document"
+"The actor (app.jobs.documents) that fetches a url document stored PENDING, sent once it is committed."
 KEEP: Any = object()
 
 
@@ -231,6 +234,11 @@ async def save_documents(s: AsyncSession, ws: uuid.UUID, actor: uuid.UUID | None
         for result in results:
             if result.outcome in ("CREATED", "UPDATED"):
                 result.document = fresh[next(order)]
+    for result in results:
+        if result.document is not None:
+            effects.written(s, "document", result.outcome, "Document", result.document.id)
+            if result.fetch:
+                effects.message(s, FETCH_ACTOR, str(result.document.id), str(ws))
     return results
 
 
@@ -241,11 +249,11 @@ def written_in_order(inserts: list[dict[str, Any]], updates: list[dict[str, Any]
             for r in results if r.outcome in ("CREATED", "UPDATED")]
 
 
-def _one(saved: SavedDoc) -> tuple[Document, bool, bool]:
+def _one(saved: SavedDoc) -> tuple[Document, bool]:
     if saved.outcome == "FAILED":
         raise Invalid(*saved.problems)
     assert saved.document is not None
-    return saved.document, saved.deduplicated, saved.fetch
+    return saved.document, saved.deduplicated
 
 
 async def _links(s: AsyncSession, ws: uuid.UUID, node_ids: Sequence[str], path: tuple[str, ...]
@@ -270,8 +278,8 @@ async def create_document(
     content_type: str | None = "text/plain", source_id: uuid.UUID | None = None, source_given: bool = False,
     remote_id: str | None = None, tags: list[str] | None = None, metadata: Any = None,
     author_id: uuid.UUID | None = None, author_given: bool = False, link_to: Sequence[str] = (),
-) -> tuple[Document, bool, bool]:
-    """(document, deduplicated, needs a fetch)."""
+) -> tuple[Document, bool]:
+    """(document, deduplicated: the same content was there already and is returned)."""
     ws = p.require(WRITE)
     if source_given and (source_id is None or not await s.scalar(
         select(Source.id).where(Source.id == source_id, Source.workspace_id == ws)
@@ -303,15 +311,15 @@ async def _get(s: AsyncSession, ws: uuid.UUID, document_id: uuid.UUID | None, *,
 async def update_document(
     s: AsyncSession, p: Principal, document_id: uuid.UUID | None, *, title: Any = KEEP, content: Any = KEEP,
     url: Any = KEEP, tags: Any = KEEP, metadata: Any = KEEP,
-) -> tuple[Document, bool]:
+) -> Document:
     """New content (or a new url, fetched again) makes a new version; metadata-only changes do not.
     Content keeps the document's content type."""
     ws = p.require(WRITE)
     document = await _get(s, ws, document_id)
     content_type = document.content_type if document.content_type in extract.CONTENT_TYPES else "text/plain"
     draft = DocDraft(("input",), title, content, url, content_type, tags, metadata, current=document)
-    saved, _, fetch = _one((await save_documents(s, ws, p.member_id, [draft]))[0])
-    return saved, fetch
+    saved, _ = _one((await save_documents(s, ws, p.member_id, [draft]))[0])
+    return saved
 
 
 async def delete_document(s: AsyncSession, p: Principal, document_id: uuid.UUID | None) -> Document:
@@ -320,6 +328,7 @@ async def delete_document(s: AsyncSession, p: Principal, document_id: uuid.UUID 
     document.deleted_at = datetime.now(UTC)
     await s.flush()
     await s.refresh(document)
+    effects.event(s, "document.deleted", "Document", document.id)
     return document
 
 
@@ -339,6 +348,7 @@ async def link_document(s: AsyncSession, p: Principal, document_id: uuid.UUID | 
         await s.execute(delete(DocumentLink).where(DocumentLink.workspace_id == ws,
                                                    DocumentLink.document_id == document.id,
                                                    DocumentLink.node_type == type_name, DocumentLink.node_id == target))
+    effects.event(s, "document.updated", "Document", document.id)
     return document
 
 
@@ -387,6 +397,7 @@ async def finish_fetch(s: AsyncSession, ws: uuid.UUID, document_id: uuid.UUID, *
         document.status, document.error = "FAILED", error
     await s.flush()
     await s.refresh(document)
+    effects.event(s, "document.updated", "Document", document.id)
     return document
 
 
@@ -399,8 +410,8 @@ async def import_documents(
     """Upsert GENERIC_JSON items `{id, title, content, contentType, metadata, tags, url, deleted}` by
     (source, remote id), dedup by content hash: new -> CREATED, changed -> UPDATED, unchanged or
     same content as another document -> SKIPPED, `deleted: true` -> soft delete (DELETED), bad ->
-    FAILED. An item with a url and no content is stored PENDING: send
-    `app.jobs.documents.fetch_document` for it after commit (`pending_fetches(outcomes)` lists them)."""
+    FAILED. An item with a url and no content is stored PENDING, and fetched once committed
+    (`app.jobs.documents.fetch_document`), as a document created with a url is."""
     ws = p.require(WRITE)
     remotes = [str(item.get("id")) if isinstance(item, dict) and item.get("id") is not None else None
                for item in items]
@@ -422,6 +433,7 @@ async def import_documents(
             else:
                 cur.deleted_at = now
                 outcomes[i] = ItemOutcome(index, "DELETED", remote, ("Document", cur.id))
+                effects.event(s, "document.deleted", "Document", cur.id)
             continue
         content, url = item.get("content"), item.get("url")
         drafts[i] = DocDraft(
@@ -441,16 +453,6 @@ async def import_documents(
                                   ("Document", result.document.id))
     await s.flush()
     return [outcomes[i] for i in range(len(items))]
-
-
-async def pending_fetches(s: AsyncSession, p: Principal, outcomes: Sequence[ItemOutcome]) -> list[uuid.UUID]:
-    """The documents among `outcomes` that wait for their url to be fetched."""
-    ws = p.require(READ)
-    wanted = [o.node[1] for o in outcomes if o.node and o.node[0] == "Document"]
-    if not wanted:
-        return []
-    return list(await s.scalars(select(Document.id).where(Document.workspace_id == ws, Document.id.in_(wanted),
-                                                          Document.status == "PENDING")))
 
 
 # ---------------------------------------------------------------- reads
@@ -573,8 +575,8 @@ relationships.register_endpoint("Document", live_documents_by_id)
 
 
 async def move_contact_links(s: AsyncSession, ws: uuid.UUID, survivor: uuid.UUID, merged: list[uuid.UUID]) -> None:
-    """mergeContacts: documents linked to, or written by, a merged contact now name the survivor
-    (a document linked to several of them keeps one link)."""
+    """A merge of contacts (`app.services.merge`): documents linked to, or written by, a merged
+    contact now name the survivor (a document linked to several of them keeps one link)."""
     await s.execute(text(
         """
         INSERT INTO document_links (document_id, node_type, node_id, workspace_id)
@@ -589,6 +591,3 @@ async def move_contact_links(s: AsyncSession, ws: uuid.UUID, survivor: uuid.UUID
     await s.execute(update(Document).where(Document.workspace_id == ws, Document.author_id.in_(merged)).values(
         author_id=survivor
     ).execution_options(synchronize_session=False))
-
-
-contacts.on_merge(move_contact_links)

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
 
 from app import outbound
 from app.db.models import Job, JobPayloadChunk, Source
-from app.jobs.adapters import (
+from app.services.adapters import (
     ADAPTERS,
     BadItem,
     Entry,
@@ -145,7 +145,7 @@ async def start_import(
     s: AsyncSession, p: Principal, *, target: str, adapter: str, object_type_id: str | None = None,
     source_id: str | None = None, data: Any = None, file: Readable | None = None, field_mapping: Any = None,
 ) -> Job:
-    """Validate, store the job and its payload; the caller commits, then sends the message."""
+    """Validate, store the job and its payload; its message goes once committed."""
     check_target(p, target, adapter, object_type_id)
     ws = p.require(jobs.WRITE)
     if data is None and file is None:
@@ -171,7 +171,7 @@ async def start_import(
     job.params = {**job.params, "payload_total": job.total} if job.total is not None else job.params
     await s.flush()
     await s.refresh(job)
-    return job
+    return jobs.started(s, job)
 
 
 async def _chunks_of(data: Any, file: Readable | None) -> AsyncIterator[bytes]:
@@ -266,7 +266,7 @@ async def sync_source(s: AsyncSession, p: Principal, source_id: uuid.UUID | None
     s.add(job)
     await s.flush()
     await s.refresh(job)
-    return job
+    return jobs.started(s, job)
 
 
 async def recompute_relationships(s: AsyncSession, p: Principal) -> Job:
@@ -276,7 +276,7 @@ async def recompute_relationships(s: AsyncSession, p: Principal) -> Job:
     s.add(job)
     await s.flush()
     await s.refresh(job)
-    return job
+    return jobs.started(s, job)
 
 
 async def run_recompute(s: AsyncSession, p: Principal) -> dict[str, Any]:
@@ -583,13 +583,6 @@ def tally(job: Job, outcomes: list[ItemOutcome]) -> dict[str, Any]:
         "counts": counts, "successful": successful, "failed": failed, "skipped": skipped,
         "processed": successful + failed + skipped, "checkpoint": job.checkpoint + len(outcomes),
     }
-
-
-async def pending_fetches(s: AsyncSession, job: Job, outcomes: list[ItemOutcome]) -> list[uuid.UUID]:
-    """Documents of the batch that wait for their url to be fetched (sent after commit)."""
-    if job.target != "DOCUMENTS":
-        return []
-    return await documents.pending_fetches(s, job_principal(job, TARGETS["DOCUMENTS"].scope), outcomes)
 
 
 async def mark_sync(s: AsyncSession, job: Job, *, started: bool, message: str | None = None) -> None:

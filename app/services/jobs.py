@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Job
 from app.db.models.jobs import JobItem
-from app.services import filters
+from app.pubsub import publish_job
+from app.services import effects, filters
 from app.services.access import Principal
 from app.services.errors import BadInput, Invalid, Problem, not_found
 from app.services.pagination import Page, PageArgs, SortKey, decode_cursor, page_of, paginate
@@ -95,13 +96,25 @@ async def failed_indexes(s: AsyncSession, ws: uuid.UUID, job_id: uuid.UUID) -> l
     return list(rows)
 
 
+JOB_ACTOR = "run_job"
+"The actor (app.jobs.actors) that runs a job; its message carries the job id only."
+
+
 def new_job(p: Principal, ws: uuid.UUID, kind: str, **fields: Any) -> Job:
-    """A PENDING job acting for `p`; the caller adds it and commits before sending its message."""
+    """A PENDING job acting for `p`; the caller adds it, flushes it and calls `started`."""
     return Job(
         id=uuid.uuid4(), workspace_id=ws, kind=kind, status="PENDING", created_by_id=p.member_id,
         user_id=p.user_id, api_key_id=p.api_key_id, processed=0, successful=0, failed=0, skipped=0,
         counts={}, checkpoint=0, cancel_requested=False, attempts=0, **fields,
     )
+
+
+def started(s: AsyncSession, job: Job) -> Job:
+    """Once the new job has committed (the worker must find its row): its message, and
+    `job.created`. A message Redis refuses is not lost for good: the reaper sends it later."""
+    effects.message(s, JOB_ACTOR, str(job.id))
+    effects.event(s, "job.created", "Job", job.id)
+    return job
 
 
 async def _locked(s: AsyncSession, ws: uuid.UUID, job_id: uuid.UUID | None) -> Job:
@@ -125,6 +138,10 @@ async def cancel_job(s: AsyncSession, p: Principal, job_id: uuid.UUID | None) ->
     job.updated_at = func.clock_timestamp()  # type: ignore[assignment]
     await s.flush()
     await s.refresh(job)
+    if job.status == "CANCELLED":  # no worker will announce it
+        state = snapshot(job)
+        effects.on_commit(s, lambda surroundings: publish_job(surroundings.redis, job.id, state))
+        effects.event(s, "job.updated", "Job", job.id)
     return job
 
 
@@ -170,7 +187,7 @@ async def retry_job(s: AsyncSession, p: Principal, job_id: uuid.UUID | None) -> 
     s.add(retry)
     await s.flush()
     await s.refresh(retry)
-    return retry
+    return started(s, retry)
 
 
 def remaining_selection(indexes: Sequence[int], rest_from: int | None, done: int) -> tuple[list[int], int | None]:

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Document, ObjectType, Record, RecordValue, Source
-from app.services import ids
+from app.services import effects, ids
 from app.services.access import Principal
 from app.services.errors import Invalid, Problem, not_found
 from app.services.pagination import Page, PageArgs, SortKey, paginate
@@ -370,6 +370,7 @@ async def create_object_type(
             await s.flush()
     except IntegrityError:
         raise Invalid(taken) from None
+    effects.event(s, "object_type.created", "ObjectType", ot.id)
     return ot
 
 
@@ -472,6 +473,7 @@ async def update_object_type(
             await _rebuild_values(s, ws, ot, removed + changed)
     await s.flush()
     await s.refresh(ot)
+    effects.event(s, "object_type.updated", "ObjectType", ot.id)
     return ot
 
 
@@ -484,4 +486,5 @@ async def delete_object_type(s: AsyncSession, p: Principal, object_type_id: uuid
         raise Invalid(Problem(f"{count} record(s) of this type exist; delete them first", "CONFLICT", ("id",)))
     await s.delete(ot)
     await s.flush()
+    effects.event(s, "object_type.deleted", "ObjectType", ot.id)
     return ot.id

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Integer, Select, and_, false, func, inspect, literal_column, or_, select
+from sqlalchemy import ColumnElement, Integer, Select, and_, false, func, inspect, literal_column, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.services.errors import BadInput
@@ -198,6 +198,44 @@ async def paginate(session: AsyncSession, stmt: Select[Any], keys: Sequence[Sort
         return int(await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0)
 
     return page_of(rows, keys, args, count)
+
+
+def _row_keyset(keys: Sequence[SortKey], args: PageArgs) -> tuple[ColumnElement[bool], PageArgs] | None:
+    """For one non-null key plus the id, both in the same direction (every single ordering):
+    the cursor's position as a row comparison, which an index starts at, and the page arguments
+    without the cursor. The keyset condition of `paginate` is an OR that PostgreSQL can only
+    filter with, so deep pages would scan everything before them."""
+    cursor = args.after if args.after is not None else args.before
+    if cursor is None or args.after is not None and args.before is not None or len(keys) != 2 \
+            or any(k.nullable for k in keys):
+        return None
+    values = decode_cursor(cursor, len(keys))
+    if None in values:
+        return None
+    row, at = tuple_(keys[0].expr, keys[1].expr), tuple_(*values)
+    condition = row < at if keys[0].descending != (args.before is not None) else row > at
+    size = args.size
+    return condition, PageArgs(first=None if args.backward else size, last=size if args.backward else None)
+
+
+async def paginate_indexed(s: AsyncSession, stmt: Select[Any], keys: Sequence[SortKey], args: PageArgs) -> Page[Any]:
+    """`paginate`, with a page after (or before) a cursor started where an index on (key, id)
+    is at that cursor, when the ordering allows it (see `_row_keyset`): deep pages cost what
+    the first one does."""
+    keyset = _row_keyset(keys, args)
+    if keyset is None:
+        return await paginate(s, stmt, keys, args)
+    page = await paginate(s, stmt.where(keyset[0]), keys, keyset[1])
+
+    async def count() -> int:  # of the whole filtered set, not of what follows the cursor
+        return int(await s.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
+
+    page.count = count
+    if args.after is not None:
+        page.has_previous_page = True
+    else:
+        page.has_next_page = True
+    return page
 
 
 ChildQuery = Callable[[uuid.UUID, list[Any]], tuple[Select[Any], ColumnElement[Any], list[SortKey]]]

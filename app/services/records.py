@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, delete, exists, false, func, insert, not_, or_, select, true, tuple_, update
+from sqlalchemy import ColumnElement, Select, and_, delete, exists, false, insert, not_, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import ObjectType, Record, RecordValue, RecordVersion, Source
-from app.services import filters, ids, relationships
+from app.services import effects, filters, ids, relationships
 from app.services.access import Principal
 from app.services.batch import ItemOutcome
 from app.services.errors import BadInput, Invalid, Problem, not_found
@@ -27,7 +27,7 @@ from app.services.object_types import (
     AT_ABSENT, COLUMN_OF, NUM_ABSENT, READ, WRITE, BadValue, FieldDef, definitions, finite_json, get_object_type,
     live_node_ids, normalise, search_text, typed_value, value_rows,
 )
-from app.services.pagination import ChildPages, Page, PageArgs, SortKey, decode_cursor, paginate
+from app.services.pagination import ChildPages, Page, PageArgs, SortKey, paginate, paginate_indexed
 from app.services.validation import check_text
 
 MAX_NAME = 500
@@ -180,6 +180,7 @@ async def save_records(s: AsyncSession, ws: uuid.UUID, actor: uuid.UUID | None, 
         for result in results:
             if result.outcome in ("CREATED", "UPDATED"):
                 result.record = by_id[next(ids_iter)[0]]
+                effects.written(s, "record", result.outcome, "Record", result.record.id)
     return results
 
 
@@ -270,6 +271,7 @@ async def set_deleted(s: AsyncSession, p: Principal, record_id: uuid.UUID | None
     record.deleted_at = datetime.now(UTC) if deleted else None
     await s.flush()
     await s.refresh(record)
+    effects.event(s, "record.deleted" if deleted else "record.restored", "Record", record.id)
     return record
 
 
@@ -330,15 +332,17 @@ async def import_records(
             continue
         record = result.record
         assert record is not None
-        if record.deleted_at is not None:  # a re-imported item comes back
+        if record.deleted_at is not None:  # a re-imported item comes back, as restoreRecord brings it
             record.deleted_at = None
             outcome = "UPDATED"
+            effects.event(s, "record.restored", "Record", record.id)
         else:
             outcome = result.outcome
         outcomes[i] = ItemOutcome(index, outcome, remote, ("Record", record.id))  # type: ignore[arg-type]
     for i, record in deletions:
         record.deleted_at = now
         outcomes[i] = ItemOutcome(start_index + i, "DELETED", record.remote_id, ("Record", record.id))
+        effects.event(s, "record.deleted", "Record", record.id)
     await s.flush()
     return [outcomes[i] for i in range(len(items))]
 
@@ -486,7 +490,7 @@ async def list_records(
     if object_type_given and ot is None:
         return Page([], [], False, False, _zero)
     stmt, keys = records_query(p, ot, where=where, order=order, search=search)
-    return await _paginate(s, stmt, keys, args)
+    return await paginate_indexed(s, stmt, keys, args)
 
 
 async def object_type_of(s: AsyncSession, p: Principal, object_type_id: uuid.UUID | None) -> ObjectType | None:
@@ -535,41 +539,6 @@ def records_query(p: Principal, ot: ObjectType | None, *, where: Any = None, ord
 
 async def _zero() -> int:
     return 0
-
-
-def _row_keyset(keys: list[SortKey], args: PageArgs) -> tuple[ColumnElement[bool], PageArgs] | None:
-    """For one non-null key plus the id, both in the same direction (every single ordering):
-    the cursor's position as a row comparison, which an index starts at, and the page arguments
-    without the cursor. The keyset condition of `paginate` is an OR that PostgreSQL can only
-    filter with, so deep pages would scan everything before them."""
-    cursor = args.after if args.after is not None else args.before
-    if cursor is None or args.after is not None and args.before is not None or len(keys) != 2 \
-            or any(k.nullable for k in keys):
-        return None
-    values = decode_cursor(cursor, len(keys))
-    if None in values:
-        return None
-    row, at = tuple_(keys[0].expr, keys[1].expr), tuple_(*values)
-    condition = row < at if keys[0].descending != (args.before is not None) else row > at
-    size = args.size
-    return condition, PageArgs(first=None if args.backward else size, last=size if args.backward else None)
-
-
-async def _paginate(s: AsyncSession, stmt: Select[Any], keys: list[SortKey], args: PageArgs) -> Page[Record]:
-    keyset = _row_keyset(keys, args)
-    if keyset is None:
-        return await paginate(s, stmt, keys, args)
-    page = await paginate(s, stmt.where(keyset[0]), keys, keyset[1])
-
-    async def count() -> int:  # of the whole filtered set, not of what follows the cursor
-        return int(await s.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
-
-    page.count = count
-    if args.after is not None:
-        page.has_previous_page = True
-    else:
-        page.has_next_page = True
-    return page
 
 
 def _history_of(ws: uuid.UUID, record_ids: list[uuid.UUID]) -> tuple[Any, Any, list[SortKey]]:

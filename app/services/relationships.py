@@ -34,7 +34,7 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.types import DateTime, Text
 
 from app.db.models import Contact, ContactIntelligence, ConversationParticipant, Relationship
-from app.services import contacts, filters, ids
+from app.services import contacts, effects, filters, ids
 from app.services.access import Principal
 from app.services.errors import BadInput, Invalid, Problem, RateLimited, TooComplex, not_found
 from app.services.intelligence import edge_weight
@@ -428,6 +428,8 @@ async def create_relationships(s: AsyncSession, p: Principal, inputs: list[dict[
     except IntegrityError:  # created concurrently
         raise Invalid(Problem("This relationship already exists", "DUPLICATE", path)) from None
     created = {r.id: r for r in await s.scalars(select(R).where(R.workspace_id == ws, R.id.in_([r["id"] for r in rows])))}
+    for row in rows:
+        effects.event(s, "relationship.created", "Relationship", row["id"])
     return [created[r["id"]] for r in rows]
 
 
@@ -467,6 +469,7 @@ async def update_relationship(s: AsyncSession, p: Principal, rel_id: uuid.UUID |
             await s.flush()
     except IntegrityError:
         raise Invalid(Problem("A relationship of this kind already joins these nodes", "DUPLICATE", ("input", "kind"))) from None
+    effects.event(s, "relationship.updated", "Relationship", row.id)
     return row
 
 
@@ -474,6 +477,7 @@ async def delete_relationship(s: AsyncSession, p: Principal, rel_id: uuid.UUID |
     row = await _get(s, p.require(WRITE), rel_id)
     await s.delete(row)
     await s.flush()
+    effects.event(s, "relationship.deleted", "Relationship", row.id)
     return row.id
 
 

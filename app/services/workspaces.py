@@ -11,8 +11,8 @@ from sqlalchemy import Select, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import security
-from app.db.engine import Database
 from app.db.models import Member, User, Workspace
+from app.services import effects
 from app.services.access import ADMIN_SCOPE, ROLE_SCOPES, Principal, covers
 from app.services.errors import Invalid, Problem, not_found
 from app.services.pagination import Page, PageArgs, SortKey, paginate
@@ -36,14 +36,16 @@ async def new_workspace(s: AsyncSession, owner_id: uuid.UUID, name: str) -> Work
     return workspace
 
 
-async def create_workspace(db: Database, p: Principal, name: str) -> Workspace:
-    """Runs in a system session: the new workspace is no tenant's yet."""
+async def create_workspace(s: AsyncSession, p: Principal, name: str) -> Workspace:
+    """`s` is a system session: the new workspace is no tenant's yet. Once committed, a user's
+    only workspace is no longer the only one (which requests without a workspace header chose)."""
     user_id = p.require_user()
     found = problems(check_text(name, ("input", "name")))
     if found:
         raise Invalid(*found)
-    async with db.system() as s, s.begin():
-        return await new_workspace(s, user_id, name.strip())
+    workspace = await new_workspace(s, user_id, name.strip())
+    effects.credentials_changed(s)
+    return workspace
 
 
 async def current_workspace(s: AsyncSession, p: Principal) -> Workspace:
@@ -151,6 +153,7 @@ async def update_member_role(s: AsyncSession, p: Principal, member_id: uuid.UUID
         raise Invalid(Problem("The last owner cannot be demoted", "CONFLICT", ("role",)))
     member.role = role
     await s.flush()
+    effects.credentials_changed(s)
     return member
 
 
@@ -165,4 +168,5 @@ async def remove_member(s: AsyncSession, p: Principal, member_id: uuid.UUID | No
         raise Invalid(Problem("The last owner cannot be removed", "CONFLICT", ("id",)))
     await s.delete(member)
     await s.flush()
+    effects.credentials_changed(s)
     return member.id
