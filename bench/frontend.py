@@ -297,27 +297,26 @@ BASE_BY_STRENGTH = data("contacts", obj("ContactConnection", edges=agg(obj("Cont
     "LEFT JOIN contact_intelligence i ON i.contact_id = c.id WHERE c.workspace_id = %(ws)s AND c.deleted_at IS NULL "
     "ORDER BY key DESC, c.id DESC LIMIT {first}) c LEFT JOIN contact_intelligence i ON i.contact_id = c.id")
 
-# Hand-written for a query of plain words; the ranks are search.py's, the hits its merge of the
-# best of each type (score, then type name, then id). A rank is a real, which psycopg reads as
-# the float of its shortest text, as json_build_object writes it.
-CONTACT_TEXT = "concat_ws(' ', c.full_name, c.email, c.company, c.title, c.city)"
-CONTACT_VECTOR = f"(setweight(to_tsvector('english', c.full_name), 'A') || to_tsvector('english', {CONTACT_TEXT}))"
+# Hand-written for a query of plain words over the same candidates the app ranks (migration 0009's
+# functions: at most 500 per type, in index order), merged as search.py merges them (score, then
+# type name, then id; a document by its best chunk, ties by chunk id). A rank is a real, which
+# psycopg reads as the float of its shortest text, as json_build_object writes it.
 HIT_NODE = ("CASE t.type_name "
             f"WHEN 'Contact' THEN (SELECT {obj('Contact', id=gid('Contact', 'c.id'), fullName='c.full_name')} FROM contacts c WHERE c.id = t.id) "
             f"WHEN 'Record' THEN (SELECT {obj('Record', id=gid('Record', 'r.id'), name='r.name')} FROM records r WHERE r.id = t.id) "
             f"ELSE (SELECT {obj('Document', id=gid('Document', 'd.id'), title='d.title')} FROM documents d WHERE d.id = t.id) END")
+CAP = 500
 BASE_SEARCH = (
     "WITH q AS (SELECT plainto_tsquery('english', %(query)s) AS q), hits AS ("
-    f"(SELECT 'Contact' AS type_name, c.id, ts_rank_cd({CONTACT_VECTOR}, q.q, 1) AS rank FROM contacts c, q "
-    f"WHERE c.workspace_id = %(ws)s AND c.deleted_at IS NULL AND {CONTACT_VECTOR} @@ q.q ORDER BY 3 DESC, c.id LIMIT {{first}}) "
-    "UNION ALL (SELECT 'Record', r.id, ts_rank_cd(r.search_vector, q.q, 1) FROM records r, q WHERE r.workspace_id = %(ws)s "
-    "AND r.deleted_at IS NULL AND r.search_vector @@ q.q ORDER BY 3 DESC, r.id LIMIT {first}) "
-    "UNION ALL (SELECT 'Document', b.document_id, b.rank FROM (SELECT DISTINCT ON (ch.document_id) ch.document_id, "
-    "ts_rank_cd(ch.search_vector, q.q, 1) AS rank FROM document_chunks ch JOIN documents d ON d.id = ch.document_id, q "
-    "WHERE ch.workspace_id = %(ws)s AND d.workspace_id = %(ws)s AND d.deleted_at IS NULL AND ch.search_vector @@ q.q "
-    "ORDER BY ch.document_id, rank DESC) b ORDER BY b.rank DESC, b.document_id LIMIT {first})), "
-    "top AS (SELECT * FROM hits ORDER BY rank DESC, type_name COLLATE \"C\", id LIMIT {first}) "
-) + data("search", agg(obj("SearchHit", score="t.rank", node=HIT_NODE), "t.rank DESC, t.type_name COLLATE \"C\", t.id")) + " FROM top t"
+    f"(SELECT 'Contact' AS type_name, m.contact_id AS id, m.rank FROM q, ctxgraph_contact_candidates(q.q, {CAP}) m "
+    "ORDER BY m.rank DESC, m.contact_id LIMIT {first}) "
+    f"UNION ALL (SELECT 'Record', m.record_id, m.rank FROM q, ctxgraph_record_candidates(q.q, {CAP}) m "
+    "ORDER BY m.rank DESC, m.record_id LIMIT {first}) "
+    "UNION ALL (SELECT 'Document', b.document_id, b.rank FROM (SELECT DISTINCT ON (m.document_id) m.document_id, m.rank "
+    f"FROM q, ctxgraph_chunk_candidates(q.q, {CAP}) m ORDER BY m.document_id, m.rank DESC, m.chunk_id) b "
+    "ORDER BY b.rank DESC, b.document_id LIMIT {first})), "
+    "top AS (SELECT * FROM hits ORDER BY rank DESC, type_name, id LIMIT {first}) "
+) + data("search", agg(obj("SearchHit", score="t.rank", node=HIT_NODE), "t.rank DESC, t.type_name, t.id")) + " FROM top t"
 
 
 def _condition(variables: dict[str, Any]) -> dict[str, Any]:

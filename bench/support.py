@@ -203,7 +203,12 @@ def baseline_app(database_url: str, workspace_id: str, routes_ref: str) -> Any:
 
     module, _, name = routes_ref.partition(":")
     routes: dict[str, Baseline] = getattr(importlib.import_module(module), name)
-    pool = AsyncConnectionPool(database_url, min_size=4, max_size=10, open=False)
+    async def in_workspace(conn: Any) -> None:
+        """The workspace for SQL functions that read it from the session (search candidates)."""
+        await conn.execute("SELECT set_config('app.workspace_id', %s, false)", [workspace_id])
+        await conn.commit()
+
+    pool = AsyncConnectionPool(database_url, min_size=4, max_size=10, open=False, configure=in_workspace)
 
     def endpoint(baseline: Baseline) -> Any:
         async def run(request: Request) -> Response:

@@ -163,6 +163,9 @@ class Shape:
     most_directives: int = 0  # on one node
     invalid: GraphQLError | None = None
     _merging: dict[tuple[int, int], Merging] = field(default_factory=dict, init=False, repr=False)
+    _counts: dict[Any, int] = field(default_factory=dict, init=False, repr=False)
+    "Node counts by operation and the values of the variables they read (see `count_nodes`)."
+    _sizing: set[str] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def of(cls, document: DocumentNode) -> Shape:
@@ -413,7 +416,50 @@ def _page_size(field: FieldNode, definition: Any, variables: dict[str, Any], def
 def count_nodes(
     schema: GraphQLSchema, shape: Shape, operation: OperationDefinitionNode, variables: dict[str, Any]
 ) -> int:
-    """The nodes `operation` could return (see the module's docstring) of a validated document."""
+    """The nodes `operation` could return (see the module's docstring) of a validated document.
+
+    The count reads variables only where they size a page, so it is kept per operation and
+    those variables' values (a client paging or opening node after node asks for it again)."""
+    if shape._sizing is None:
+        shape._sizing = _sizing_variables(shape)
+    key = (id(operation), *((name, _size_key(variables.get(name))) for name in sorted(shape._sizing)))
+    found = shape._counts.get(key)
+    if found is None:
+        found = _count_nodes(schema, shape, operation, variables)
+        if len(shape._counts) < MAX_COUNTS_KEPT:
+            shape._counts[key] = found
+    return found
+
+
+MAX_COUNTS_KEPT = 64
+
+
+def _size_key(value: Any) -> Any:
+    """What of a variable's value a count reads: an int, a list's length, or nothing."""
+    if isinstance(value, list | tuple):
+        return ("list", len(value))
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _sizing_variables(shape: Shape) -> set[str]:
+    """The variables given as a page size or an `ids` list anywhere in the document."""
+    names: set[str] = set()
+    definitions: list[Any] = [*shape.operations, *shape.fragments.values()]
+    while definitions:
+        node = definitions.pop()
+        selection_set = getattr(node, "selection_set", None)
+        if isinstance(node, FieldNode):
+            for argument in node.arguments or ():
+                if argument.name.value in (*PAGE_ARGUMENTS, "ids") and isinstance(argument.value, VariableNode):
+                    names.add(argument.value.name.value)
+        if selection_set is not None:
+            definitions.extend(selection_set.selections)
+    return names
+
+
+def _count_nodes(
+    schema: GraphQLSchema, shape: Shape, operation: OperationDefinitionNode, variables: dict[str, Any]
+) -> int:
     per_fragment: dict[str, int] = {}
 
     def nodes(selection_set: SelectionSetNode | None, parent: Any) -> int:

@@ -25,10 +25,12 @@ import asyncio
 import select
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
+from psycopg._queries import PostgresQuery, _query2pg_nocache
 from psycopg.rows import namedtuple_row
 from psycopg_pool import AsyncConnectionPool, PoolClosed
 from sqlalchemy import event, exc, text
@@ -195,7 +197,7 @@ class Database:
     async def _execute(self, conn: Any, sql: str, params: dict[str, Any]) -> Any:
         """Runs `sql` on a direct connection, telling the engine's statement listeners (the
         counters of tests and benches) as if the engine ran it."""
-        cursor = conn.cursor()
+        cursor = _ReadCursor(conn, row_factory=conn.row_factory)
         dispatch = self.engine.sync_engine.dispatch
         if dispatch.before_cursor_execute:
             dispatch.before_cursor_execute(None, cursor, sql, params, None, False)
@@ -210,6 +212,36 @@ class Database:
         await asyncio.gather(*self._closing, return_exceptions=True)
         await self._direct.close()
         await self.engine.dispose()
+
+
+CONVERSIONS_KEPT = 256
+
+
+class _KeptQuery(PostgresQuery):
+    """A query whose conversion (`%(name)s` to `$1`, by a scan of the whole text) is kept.
+
+    psycopg keeps the conversion of queries up to 4 KB only; a planned read
+    (schema.plan) is one long statement run again and again, whose scan cost more than
+    the rest of its execution in Python. The statements come from the compiled plans,
+    so they are few: the most recently used CONVERSIONS_KEPT are kept."""
+
+    _kept: OrderedDict[tuple[str | bytes, str], Any] = OrderedDict()
+
+    def convert(self, query: Any, vars: Any) -> None:
+        key = (query, self._tx.encoding)
+        found = self._kept.get(key)
+        if found is None:
+            found = self._kept[key] = _query2pg_nocache(self._ensure_bytes(query), self._tx.encoding)
+            if len(self._kept) > CONVERSIONS_KEPT:
+                self._kept.popitem(last=False)
+        else:
+            self._kept.move_to_end(key)
+        self.query, self._want_formats, self._order, self._parts = found
+        self.dump(vars)
+
+
+class _ReadCursor(psycopg.AsyncCursor[Any]):
+    _query_cls = _KeptQuery
 
 
 def _discard_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:

@@ -328,11 +328,15 @@ class Compiler:
             cursor = getattr(args, name)
             if cursor is not None:
                 stmt = stmt.where(after_condition(keys, self.cursor_slots(nodes[0], name, cursor, len(keys)), reverse=reverse))
-        order = order_terms(keys, args.backward)
-        window = (stmt.add_columns(*(k.expr.label(f"_k{i}") for i, k in enumerate(keys)),
-                                   func.row_number().over(order_by=order).label("_rn"))
-                  .order_by(*order).limit(written(size + 1 if size or scope.enclosing else 0)))
-        page = _correlated(window, scope).subquery()
+        window = (stmt.add_columns(*(k.expr.label(f"_k{i}") for i, k in enumerate(keys)))
+                  .order_by(*order_terms(keys, args.backward)).limit(written(size + 1 if size or scope.enclosing else 0)))
+        fetched = _correlated(window, scope).subquery()
+        # Rows are numbered once fetched: a window function over the whole query would make
+        # PostgreSQL sort every row instead of keeping the best few (a top-N sort).
+        fetched_keys = [dataclasses.replace(k, expr=fetched.c[f"_k{i}"]) for i, k in enumerate(keys)]
+        number = func.row_number().over(order_by=order_terms(fetched_keys, args.backward)).label("_rn")
+        numbered = select(fetched, number).select_from(fetched)
+        page = _correlated(numbered, scope).subquery()
         rn = page.c._rn
         in_page = rn <= written(size)
         position = rn.desc() if args.backward else rn
