@@ -169,7 +169,8 @@ async def test_unexpected_errors_are_masked_with_a_request_id(api: Api, alice: A
         raise RuntimeError("secret detail: password=hunter2 SELECT * FROM users")
 
     monkeypatch.setattr(sources, "sources_query", broken)  # the planner meets it, then the resolver
-    response = await api.post("{ sources { totalCount } }", **alice.auth, headers={"x-request-id": "req-42"})
+    # a document of its own: a plan compiled earlier for another would not meet the broken query
+    response = await api.post("{ brokenSources: sources { totalCount } }", **alice.auth, headers={"x-request-id": "req-42"})
     error = response.json()["errors"][0]
     assert error["message"] == "Internal server error"
     assert error["extensions"] == {"code": "INTERNAL_SERVER_ERROR", "requestId": "req-42"}

@@ -121,8 +121,8 @@ class Planner(SchemaExtension):
                 FALLBACKS.labels(str(refusal)).inc()
             except Exception as exc:  # the resolvers meet an outage too, and answer it as such
                 if not outages.is_outage(exc):
-                    log.exception("a planned statement failed; the resolvers answer [request %s]", ec.context.request_id)
-                FALLBACKS.labels("the statement failed").inc()
+                    log.exception("the planner failed; the resolvers answer [request %s]", ec.context.request_id)
+                FALLBACKS.labels("the planner failed").inc()
         if found is None:
             yield
             return
