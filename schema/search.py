@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from enum import Enum
+from typing import Any
 
 import strawberry
 
+from app.services import relationships as relationship_service
 from app.services import search as service
+from app.services.access import Principal
+from schema import plan
 from schema.context import Info
 from schema.node import Node, load_node
+from schema.plan.encode import NotPlannable
 
 
 @strawberry.enum
@@ -24,6 +29,24 @@ class SearchHit:
     node: Node
     score: float
     snippet: str | None = strawberry.field(description="Matching text as HTML: the stored text HTML-escaped (it is never markup), the matched terms in <mark>...</mark>, the only tags. Safe to render as HTML.")
+
+
+def _hits(p: Principal, a: dict[str, Any]) -> Any:
+    types = [t.value for t in a.get("types") or []] or None
+    if not all(p.can(service.TYPES[t]) for t in types or service.TYPES):
+        raise NotPlannable("a search by a caller who may not read every type asked for")  # the statement would be theirs
+    first = a.get("first")
+    return service.search_query(p, a["query"], types, 20 if first is None else first)
+
+
+plan.declare(
+    SearchHit,
+    node=plan.Reference(lambda row, scope: row.c.id, type_of=lambda row, scope: row.c.type_name,
+                        types=relationship_service.endpoint_types),
+    score=plan.Computed(lambda row, scope: row.c.rank),
+    snippet=plan.Computed(lambda row, scope: service.snippet_html_sql(row.c.snippet)),
+)
+plan.declare_root_list("search", SearchHit, _hits)
 
 
 @strawberry.type

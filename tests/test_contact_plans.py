@@ -334,6 +334,9 @@ APOLLO: dict[str, str] = {
     edges { __typename cursor node { __typename id name displayName fields updatedAt
       objectType { __typename id name displayName recordCount source { id } } source { __typename id } } }
     pageInfo { __typename hasNextPage endCursor } } }""",
+    "search": """query Search($q: String!, $first: Int, $types: [SearchableType!]) {
+  search(query: $q, first: $first, types: $types) { __typename score snippet
+    node { __typename id ... on Contact { __typename fullName } ... on Record { name } ... on Document { title } } } }""",
     "people": """query Team($first: Int) {
   members(first: $first) { __typename edges { __typename cursor node { __typename id role status createdAt
     user { __typename id email name createdAt } } } pageInfo { hasNextPage } }
@@ -369,6 +372,8 @@ def apollo_corpus(world: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         ("records", {"type": world["deal_type"], "order": [{"field": "NAME"}]}),
         ("records", {"type": "T2JqZWN0VHlwZTowMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDA="}),  # no such type: empty
         ("people", {"first": 10}),
+        ("search", {"q": "plan"}), ("search", {"q": "two", "first": 2}), ("search", {"q": "deal", "types": ["RECORD"]}),
+        ("search", {"q": "nothing-matches-this"}), ("search", {"q": "p0*"}), ("search", {"q": "plan", "first": 0}),
     ]
 
 

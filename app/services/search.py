@@ -147,7 +147,17 @@ def _snippet_text(ws: uuid.UUID, hits: Any) -> tuple[ColumnElement[Any], list[tu
 
 async def search(s: AsyncSession, p: Principal, text: str, types: Sequence[str] | None, first: int) -> list[Hit]:
     """The best `first` hits of the types asked for (all by default) that the caller may read,
-    best first (ties by type and id); live rows of the caller's workspace only.
+    best first (ties by type and id); live rows of the caller's workspace only."""
+    statement = search_query(p, text, types, first)
+    if statement is None:
+        return []
+    rows = await s.execute(statement.order_by(statement.selected_columns.position))
+    return [Hit(type_name, id_, float(rank), snippet_html(snippet)) for type_name, id_, rank, snippet, _ in rows]
+
+
+def search_query(p: Principal, text: str, types: Sequence[str] | None, first: int) -> Select[Any] | None:
+    """The hits' statement: (type_name, id, rank, snippet as ts_headline marks it, position);
+    None when there can be none.
 
     One statement: each type's best `first` of its ranked candidates, the best `first` of those,
     and the snippets of these alone."""
@@ -159,13 +169,23 @@ async def search(s: AsyncSession, p: Principal, text: str, types: Sequence[str] 
         p.require(TYPES[types[0]])  # raises FORBIDDEN: nothing asked for is readable
     q = tsquery(text)
     if not first or not wanted:
-        return []
+        return None
     per_type = [_HITS[t](q, first).subquery() for t in dict.fromkeys(wanted)]
     every = union_all(*(select(hits) for hits in per_type)).subquery("hits")
     best = select(every).order_by(every.c.rank.desc(), every.c.type_name, every.c.id).limit(first).subquery("best")
     snippet_text, joins = _snippet_text(ws, best)
-    statement = select(best.c.type_name, best.c.id, best.c.rank, _headline(snippet_text, q)).select_from(best)
+    position = func.row_number().over(order_by=(best.c.rank.desc(), best.c.type_name, best.c.id))
+    statement = select(best.c.type_name, best.c.id, best.c.rank, _headline(snippet_text, q).label("snippet"),
+                       position.label("position")).select_from(best)
     for table, on in joins:
         statement = statement.outerjoin(table, on)
-    rows = await s.execute(statement.order_by(best.c.rank.desc(), best.c.type_name, best.c.id))
-    return [Hit(type_name, id_, float(rank), snippet_html(snippet)) for type_name, id_, rank, snippet in rows]
+    return statement
+
+
+def snippet_html_sql(headline: Any) -> Any:
+    """`snippet_html` in SQL: html.escape's five characters, then the marks."""
+    out = headline
+    for char, entity in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&quot;"), ("'", "&#x27;"),
+                         (_START, "<mark>"), (_STOP, "</mark>")):
+        out = func.replace(out, literal(char), literal(entity))
+    return out

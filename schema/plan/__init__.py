@@ -2,6 +2,18 @@
 planner compiles a whole query over those declarations into one statement (`compiler`) that
 the `Planner` extension runs (`runner`)."""
 
-from schema.plan.fields import Children, Column, Computed, Embedded, Reference, Scope, Unplanned, declare, declare_root
+from schema.plan.fields import (
+    Children,
+    Column,
+    Computed,
+    Embedded,
+    Reference,
+    Scope,
+    Unplanned,
+    declare,
+    declare_root,
+    declare_root_list,
+)
 
-__all__ = ["Children", "Column", "Computed", "Embedded", "Reference", "Scope", "Unplanned", "declare", "declare_root"]
+__all__ = ["Children", "Column", "Computed", "Embedded", "Reference", "Scope", "Unplanned", "declare", "declare_root",
+           "declare_root_list"]

@@ -53,6 +53,7 @@ from schema.plan.encode import NotPlannable
 from schema.plan.fields import (
     ROOTS,
     RootConnection,
+    RootList,
     TYPES,
     Children,
     Column,
@@ -147,7 +148,7 @@ class Compiler:
         for key, details in collect_fields(self.gql, self.fragments, self.variables, query, self.operation).grouped_field_set.items():
             definition = query.fields.get(details[0].node.name.value)
             root = ROOTS.get(_python_name(definition)) if definition is not None else None
-            if root is not None and root.load is not None:
+            if isinstance(root, RootConnection) and root.load is not None:
                 out.append((key, root, self.arguments(definition, details[0].node)))  # type: ignore[arg-type]
         return out
 
@@ -187,6 +188,8 @@ class Compiler:
         if root is None:
             raise NotPlannable(f"Query.{field_name}")
         arguments = self.arguments(definition, nodes[0])
+        if isinstance(root, RootList):
+            return self.root_list(root, arguments, nodes)
         self.require(TYPES[root.type_name])
         if root.load is None:
             stmt, keys = root.rows(self.scope.principal, arguments)
@@ -197,6 +200,16 @@ class Compiler:
                 self.walk.guards.append(root.guard(loaded, arguments, self.scope))
         connection = get_named_type(definition.type)
         return sql_cast(self.connection(connection, stmt, keys, nodes, arguments, self.scope), Text)
+
+    def root_list(self, root: RootList, arguments: dict[str, Any], nodes: list[FieldNode]) -> Any:
+        plan = TYPES[root.type_name]
+        self.require(plan)
+        stmt = root.rows(self.scope.principal, arguments)
+        if stmt is None:
+            return literal_column("'[]'", Text)
+        rows = stmt.subquery()
+        items = func.json_agg(aggregate_order_by(self.object(plan, rows, nodes, self.scope), rows.c.position))
+        return sql_cast(select(func.coalesce(items, literal_column("'[]'::json"))).select_from(rows).scalar_subquery(), Text)
 
     def node_by_id(self, definition: GraphQLField, nodes: list[FieldNode]) -> Any:
         """node(id): the row of the type the id names, null when it is not there to see."""

@@ -143,8 +143,17 @@ class RootConnection:
     guard: Callable[[Any, dict[str, Any], Scope], ColumnElement[bool]] | None = None
 
 
+@dataclass(frozen=True)
+class RootList:
+    """A root field answering a list of `type_name` objects: `rows(principal, arguments)` is the
+    service's statement of their rows (None: no rows), with a `position` column giving the order."""
+
+    type_name: str
+    rows: Callable[[Principal, dict[str, Any]], Select[Any] | None]
+
+
 TYPES: dict[str, TypePlan] = {}
-ROOTS: dict[str, RootConnection] = {}
+ROOTS: dict[str, RootConnection | RootList] = {}
 
 
 def _graphql_name(cls: type) -> str:
@@ -171,6 +180,11 @@ def declare(
         TYPES[name] = TypePlan(name, None, dict(fields), scope, _anywhere)
     else:
         TYPES[name] = TypePlan(name, table, dict(fields), scope, visible or _workspace_rows)
+
+
+def declare_root_list(name: str, cls: type, rows: Callable[[Principal, dict[str, Any]], Select[Any] | None]) -> None:
+    """Declares the root field `name` (Python name) as a list of `cls` (see RootList)."""
+    ROOTS[name] = RootList(_graphql_name(cls), rows)
 
 
 def declare_root(
