@@ -29,7 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -286,9 +286,11 @@ class GraphQLView(GraphQL):
             await super().__call__(scope, receive, send)
             return
         request = Request(scope, receive)
-        await self._json_body(request)
         try:
+            await self._json_body(request)
             response = await self.run(request)
+        except ClientDisconnect:
+            return  # the client left before its request was read: there is nobody to answer
         except Exception as exc:  # strawberry's HTTPException, raised for malformed requests
             status = getattr(exc, "status_code", None)
             if status is None:

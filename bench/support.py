@@ -144,24 +144,43 @@ def free_port() -> int:
 
 
 def start(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    """The server of `args`, its output in a file (a pipe nobody reads blocks a server that logs
+    once its buffer is full): `log_of(proc)` reads it."""
+    log = tempfile.NamedTemporaryFile(prefix="ctxgraph-bench-", suffix=".log", delete=False)
+    proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+    _logs[proc.pid] = log.name
     deadline = time.time() + 60
     while time.time() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
             return proc
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            raise RuntimeError(f"server exited: {log_of(proc)}")
         time.sleep(0.2)
     proc.kill()
     raise RuntimeError("server did not start")
 
 
+_logs: dict[int, str] = {}
+
+
+def log_of(proc: subprocess.Popen[bytes]) -> str:
+    """What the server wrote to stderr so far."""
+    return Path(_logs[proc.pid]).read_text(errors="replace")
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stops the server; what it logged is printed when it holds an error."""
     proc.terminate()
     try:
         proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
         proc.kill()
+    path = _logs.pop(proc.pid, None)
+    if path is not None:
+        text = Path(path).read_text(errors="replace")
+        if "Traceback" in text or "ERROR" in text:
+            print(f"the server (pid {proc.pid}) logged errors:\n{text[-4000:]}", file=sys.stderr)
+        Path(path).unlink(missing_ok=True)
 
 
 def api_env(url: str, redis_url: str, home: str, **extra: str) -> dict[str, str]:

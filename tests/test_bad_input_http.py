@@ -320,3 +320,24 @@ async def test_websocket_documents_refused_before_parsing_get_an_error_message(
     await ws.send(json.dumps({"id": "7", "type": "subscribe", "payload": {"query": "{ __typename }"}}))  # the id is free again
     assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"id": "7", "type": "next", "payload": {"data": {"__typename": "Query"}}}
     await ws.close()
+
+
+async def test_a_client_that_leaves_before_its_body_is_read_is_not_an_error(app: Any, api: Api, alice: Account) -> None:
+    """A load generator's closing connections, a browser tab closed mid-upload: the request ends
+    quietly (nothing logged as an exception, nothing sent), and the next one is answered."""
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/graphql", "raw_path": b"/graphql", "query_string": b"", "root_path": "",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", b"40"), (b"host", b"test"),
+                         (b"authorization", f"Bearer {alice.token}".encode()), (b"x-workspace-id", alice.workspace_id.encode())],
+             "client": ("127.0.0.1", 5000), "server": ("test", 80)}
+    await app(scope, receive, send)
+    assert [m for m in sent if m["type"] == "http.response.start" and m["status"] >= 500] == []
+    assert await count(api, alice) == 0
