@@ -8,7 +8,6 @@ from enum import Enum
 from typing import Annotated, Any
 
 import strawberry
-from sqlalchemy import and_, literal_column, select
 from strawberry.scalars import JSON
 from strawberry.utils.str_converters import to_camel_case
 
@@ -168,14 +167,6 @@ class Contact(Node):
 load_contact = node_loader("Contact", service.contacts_by_id, Contact.of)
 
 
-def _intelligence_row(row: Any, scope: plan.Scope) -> Any:
-    """The contact's facts, or one row of NULLs when it has none."""
-    facts = models.ContactIntelligence.__table__
-    one = select(literal_column("1").label("one")).subquery("one")
-    return select(*facts.c).select_from(
-        one.outerjoin(facts, and_(facts.c.contact_id == row.c.id, facts.c.workspace_id == scope.workspace)))
-
-
 plan.declare(
     ContactIntelligence, **{name: plan.Computed(lambda row, scope, name=name: intelligence.figures_sql(row.c)[name])
                             for name in intelligence.Figures.__dataclass_fields__},
@@ -184,7 +175,7 @@ plan.declare(
     Contact, models.Contact.__table__, scope=service.READ,
     owner=plan.Reference(lambda row, scope: row.c.owner_id, "Member"),
     source=plan.Reference(lambda row, scope: row.c.source_id, "Source"),
-    intelligence=plan.Embedded(_intelligence_row),
+    intelligence=plan.Embedded(lambda row, scope: intelligence.facts_row(row.c.id, scope.workspace)),
     activity=plan.Children(lambda row, scope, a: (
         activity_service.timeline_query(scope.workspace, [row.c.id], a.get("types"), a.get("since")), activity_service.TIMELINE)),
     relationships=planned_relationships("Contact"),

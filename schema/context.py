@@ -38,7 +38,7 @@ class Services:
     db: Database
     redis: Redis
     vault: Vault
-    plans: Any = field(default_factory=lambda: _plans())
+    plans: Any = field(default_factory=_plans)
     "The compiled read plans of this process (schema.plan.runner.Plans)."
 
 

@@ -8,7 +8,6 @@ from enum import Enum
 from typing import Any
 
 import strawberry
-from sqlalchemy import exists, false, true
 from strawberry.scalars import JSON
 
 from app.db import models
@@ -344,20 +343,15 @@ async def _object_type(s: Any, p: Any, a: dict[str, Any]) -> models.ObjectType |
 
 
 def _records(p: Any, a: dict[str, Any], ot: models.ObjectType | None) -> Any:
-    stmt, keys = service.records_query(p, ot, where=a.get("filter"), order=_order(a.get("order_by")), search=a.get("search"))
-    if a.get("object_type_id") is not None and ot is None:
-        stmt = stmt.where(false())  # a type the workspace does not have: an empty list
-    return stmt, keys
+    return service.records_query(p, ot, object_type_given=a.get("object_type_id") is not None, where=a.get("filter"),
+                                 order=_order(a.get("order_by")), search=a.get("search"))
 
 
 def _same_object_type(ot: models.ObjectType | None, a: dict[str, Any], scope: plan.Scope) -> Any:
     """The object type is as it was read when the plan was made (its fields decide the SQL)."""
-    if a.get("object_type_id") is None:
-        return true()
-    types = models.ObjectType.__table__
-    if ot is None:
-        return ~exists().where(types.c.id == uuid_of(a["object_type_id"], "ObjectType"), types.c.workspace_id == scope.workspace)
-    return exists().where(types.c.id == ot.id, types.c.workspace_id == scope.workspace, types.c.updated_at == ot.updated_at)
+    given = a.get("object_type_id")
+    return type_service.unchanged_sql(ot, uuid_of(given, "ObjectType") if given is not None else None, scope.workspace,
+                                      given=given is not None)
 
 
 plan.declare_root("records", Record, _records, load=_object_type, guard=_same_object_type)

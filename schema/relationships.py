@@ -13,7 +13,6 @@ from enum import Enum
 from typing import Any
 
 import strawberry
-from sqlalchemy import and_, case, false
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.scalars import JSON
 
@@ -83,13 +82,6 @@ class Relationship(Node):
 node_loader("Relationship", service.relationships_by_id, Relationship.of)
 
 
-def _other_is_source(row: Any, scope: plan.Scope) -> Any:
-    if scope.owner is None:
-        return false()
-    owner_type, owner_id = scope.owner
-    return and_(row.c.target_type == owner_type, row.c.target_id == owner_id)
-
-
 plan.declare(
     Relationship, models.Relationship.__table__, scope=service.READ,
     weight=plan.Computed(lambda row, scope: service.weight_sql(row.c)),
@@ -97,10 +89,8 @@ plan.declare(
                           types=service.endpoint_types),
     target=plan.Reference(lambda row, scope: row.c.target_id, type_of=lambda row, scope: row.c.target_type,
                           types=service.endpoint_types),
-    other=plan.Reference(
-        lambda row, scope: case((_other_is_source(row, scope), row.c.source_id), else_=row.c.target_id),
-        type_of=lambda row, scope: case((_other_is_source(row, scope), row.c.source_type), else_=row.c.target_type),
-        types=service.endpoint_types),
+    other=plan.Reference(lambda row, scope: service.other_end(row.c, scope.owner)[1],
+                         type_of=lambda row, scope: service.other_end(row.c, scope.owner)[0], types=service.endpoint_types),
 )
 plan.declare_root("relationships", Relationship, lambda p, a: service.relationships_query(
     p, where=a.get("filter"), order=[(o.field.value, o.direction != SortDirection.ASC) for o in a.get("order_by") or []] or None))

@@ -6,10 +6,8 @@ import uuid
 from collections.abc import Awaitable
 from datetime import datetime
 from enum import Enum
-from typing import Any
 
 import strawberry
-from sqlalchemy import exists
 
 from app.db import models
 from app.services import workspaces as service
@@ -81,13 +79,7 @@ node_loader("Member", service.members_by_id, Member.of)
 node_loader("User", service.users_of_workspace, User.of)
 
 
-def _fellow_member(row: Any, ws: Any) -> Any:
-    """Users are visible to the members of a workspace they belong to."""
-    members = models.Member.__table__
-    return exists().where(members.c.user_id == row.c.id, members.c.workspace_id == ws)
-
-
-plan.declare(User, models.User.__table__, scope=service.members_visible, visible=_fellow_member)
+plan.declare(User, models.User.__table__, scope=service.members_visible, visible=lambda row, ws: service.is_member_sql(row.c.id, ws))
 plan.declare(Member, models.Member.__table__, scope=service.members_visible,
              user=plan.Reference(lambda row, scope: row.c.user_id, "User"))
 plan.declare_root("members", Member, lambda p, a: service.members_query(p))

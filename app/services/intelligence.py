@@ -102,6 +102,15 @@ def figures(row: ContactIntelligence | None, now: datetime) -> Figures:
     )
 
 
+def facts_row(contact_id: Any, ws: Any) -> Any:
+    """The facts of the contact `contact_id` (a uuid or a column), or one row of NULLs when it
+    has none, which `figures_sql` reads as `figures(None)`."""
+    facts = ContactIntelligence.__table__
+    one = select(literal_column("1").label("one")).subquery("one")
+    return select(*facts.c).select_from(
+        one.outerjoin(facts, and_(facts.c.contact_id == contact_id, facts.c.workspace_id == ws)))
+
+
 def _round_sql(value: Any, places: int) -> Any:
     return cast(func.round(cast(value, Numeric), places), Float)
 

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, exists, func, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -320,6 +320,16 @@ async def object_types_by_id(s: AsyncSession, p: Principal, keys: list[uuid.UUID
     ws = p.require(READ)
     rows = await s.scalars(select(ObjectType).where(ObjectType.workspace_id == ws, ObjectType.id.in_(keys)))
     return {o.id: o for o in rows}
+
+
+def unchanged_sql(ot: ObjectType | None, object_type_id: uuid.UUID | None, ws: Any, *, given: bool) -> Any:
+    """Whether the object type a statement was compiled for is still as it was read: `ot`
+    unchanged, or still no type of `object_type_id` (true when no type was asked for)."""
+    if not given:
+        return true()
+    if ot is None:
+        return ~exists().where(ObjectType.id == object_type_id, ObjectType.workspace_id == ws)
+    return exists().where(ObjectType.id == ot.id, ObjectType.workspace_id == ws, ObjectType.updated_at == ot.updated_at)
 
 
 def record_count_sql(object_type_id: Any, ws: Any) -> Any:

@@ -499,14 +499,17 @@ async def object_type_of(s: AsyncSession, p: Principal, object_type_id: uuid.UUI
     return await s.scalar(select(ObjectType).where(ObjectType.id == object_type_id, ObjectType.workspace_id == ws))
 
 
-def records_query(p: Principal, ot: ObjectType | None, *, where: Any = None, order: Sequence[Order] = (),
-                  search: str | None = None) -> tuple[Select[Any], list[SortKey]]:
-    """The records a list shows (of `ot`, or of every type), unordered, and the sort keys of
-    `order`; custom fields are `ot`'s, as it was read."""
+def records_query(p: Principal, ot: ObjectType | None, *, object_type_given: bool = False, where: Any = None,
+                  order: Sequence[Order] = (), search: str | None = None) -> tuple[Select[Any], list[SortKey]]:
+    """The records a list shows (of `ot`, or of every type; none when a type was asked for that
+    the workspace does not have), unordered, and the sort keys of `order`; custom fields are
+    `ot`'s, as it was read."""
     ws = p.require(READ)
     stmt = select(Record).where(Record.workspace_id == ws)
     if ot is not None:
         stmt = stmt.where(Record.object_type_id == ot.id)
+    elif object_type_given:
+        stmt = stmt.where(false())
     if not getattr(where, "include_deleted", None):
         stmt = stmt.where(Record.deleted_at.is_(None))
     if where is not None:

@@ -200,6 +200,14 @@ def node_edges(ws: uuid.UUID, node_type: str, owners: Sequence[uuid.UUID], direc
     return entity, edges.c.owner, select(entity)
 
 
+def other_end(r: Any, owner: tuple[str, Any] | None) -> tuple[ColumnElement[str], ColumnElement[Any]]:
+    """(type, id) of the end of edge `r` (its columns) that is not `owner` (a node's type and id
+    column, when its edges are listed); the target when there is no owner."""
+    owner_is_target = and_(r.target_type == owner[0], r.target_id == owner[1]) if owner is not None else false()
+    return (case((owner_is_target, r.source_type), else_=r.target_type),
+            case((owner_is_target, r.source_id), else_=r.target_id))
+
+
 def stored_edges(ws: uuid.UUID, node_type: str, owner: Any, direction: str, kinds: Sequence[str] | None
                  ) -> tuple[Select[Any], list[SortKey]]:
     """The stored edges of one node (`owner` a uuid or a uuid column), and their order: a

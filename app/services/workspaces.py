@@ -7,7 +7,7 @@ import secrets
 import uuid
 from typing import Any
 
-from sqlalchemy import Select, func, insert, select
+from sqlalchemy import Select, exists, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import security
@@ -92,6 +92,12 @@ def _check_role_change(p: Principal, target_role: str, new_role: str | None) -> 
         raise Invalid(Problem("Only an OWNER can manage owners", "FORBIDDEN", ("role",)))
     if new_role is not None and not covers(p.scopes, ROLE_SCOPES[new_role]):
         raise Invalid(Problem(f"Granting {new_role} needs the scopes it carries", "FORBIDDEN", ("role",)))
+
+
+def is_member_sql(user_id: Any, ws: Any) -> Any:
+    """Whether the user `user_id` (a uuid or a column) is a member of `ws`: users are visible to
+    the members of a workspace they belong to."""
+    return exists().where(Member.user_id == user_id, Member.workspace_id == ws)
 
 
 def members_visible(p: Principal) -> uuid.UUID:

@@ -235,12 +235,9 @@ class Compiler:
         """The JSON object of `plan`'s type read from `row`, for the selection of `nodes`."""
         gtype = self.gql.get_type(plan.name)
         assert isinstance(gtype, GraphQLObjectType)
-        collected = collect_subfields(self.gql, self.fragments, self.variables, self.operation, gtype,
-                                      [FieldDetails(n, None) for n in nodes])
         scope = scope.within(row)
-        pairs = [(key, self.value(plan, gtype, row, [d.node for d in details], scope))
-                 for key, details in collected.grouped_field_set.items()]
-        return encode.json_object(pairs)
+        return encode.json_object([(key, self.value(plan, gtype, row, fields, scope))
+                                   for key, fields in self.subfields(gtype, nodes)])
 
     def value(self, plan: TypePlan, gtype: GraphQLObjectType, row: Any, nodes: list[FieldNode], scope: Scope) -> Any:
         field_name = nodes[0].name.value
@@ -359,11 +356,8 @@ class Compiler:
         flags = {"hasNextPage": more if not args.backward else _boolean(has_next),
                  "hasPreviousPage": more if args.backward else _boolean(has_previous)}
         gtype = connection
-        collected = collect_subfields(self.gql, self.fragments, self.variables, self.operation, gtype,
-                                      [FieldDetails(n, None) for n in nodes])
         pairs = []
-        for key, details in collected.grouped_field_set.items():
-            fnodes = [d.node for d in details]
+        for key, fnodes in self.subfields(gtype, nodes):
             name = fnodes[0].name.value
             if name == "edges":
                 edge = self.edge(get_named_type(node_field), plan, page, cursor, fnodes, scope)
@@ -383,11 +377,8 @@ class Compiler:
         return _correlated(connection_row, scope).scalar_subquery()
 
     def edge(self, gtype: GraphQLObjectType, plan: TypePlan, page: Any, cursor: Any, nodes: list[FieldNode], scope: Scope) -> Any:
-        collected = collect_subfields(self.gql, self.fragments, self.variables, self.operation, gtype,
-                                      [FieldDetails(n, None) for n in nodes])
         pairs = []
-        for key, details in collected.grouped_field_set.items():
-            fnodes = [d.node for d in details]
+        for key, fnodes in self.subfields(gtype, nodes):
             name = fnodes[0].name.value
             if name == "node":
                 pairs.append((key, self.object(plan, page, fnodes, scope)))
@@ -401,12 +392,11 @@ class Compiler:
 
     def page_info(self, nodes: list[FieldNode], flags: dict[str, Any], cursor: Any, position: Any, in_page: Any) -> Any:
         gtype = self.gql.get_type("PageInfo")
-        collected = collect_subfields(self.gql, self.fragments, self.variables, self.operation, gtype,  # type: ignore[arg-type]
-                                      [FieldDetails(n, None) for n in nodes])
+        assert isinstance(gtype, GraphQLObjectType)
         cursors = func.array_agg(aggregate_order_by(cursor, position), type_=ARRAY(Text)).filter(in_page)
         pairs = []
-        for key, details in collected.grouped_field_set.items():
-            name = details[0].node.name.value
+        for key, fnodes in self.subfields(gtype, nodes):
+            name = fnodes[0].name.value
             if name in flags:
                 pairs.append((key, flags[name]))
             elif name == "startCursor":
@@ -418,6 +408,12 @@ class Compiler:
             else:
                 raise NotPlannable(f"PageInfo.{name}")
         return encode.json_object(pairs)
+
+    def subfields(self, gtype: GraphQLObjectType, nodes: list[FieldNode]) -> list[tuple[str, list[FieldNode]]]:
+        """The fields selected on `gtype` under `nodes`, by response key, as the executor collects them."""
+        collected = collect_subfields(self.gql, self.fragments, self.variables, self.operation, gtype,
+                                      [FieldDetails(n, None) for n in nodes])
+        return [(key, [d.node for d in details]) for key, details in collected.grouped_field_set.items()]
 
     # ------------------------------------------------------------------ arguments, slots, scopes
 

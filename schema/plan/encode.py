@@ -68,13 +68,9 @@ def datetime(ts: Any) -> Any:
 
 def float_(value: Any) -> Any:
     """A Float as JSON that reads back as a float: PostgreSQL writes 1.0 as `1`, Python as `1.0`."""
-    integral = and_whole(value)
+    integral = (value == func.trunc(value)) & (func.abs(value) < literal_column("1e15"))
     return case((integral, sql_cast(sql_cast(sql_cast(value, Numeric), Text).concat(literal_column("'.0'")), JSON)),
                 else_=func.to_json(value))
-
-
-def and_whole(value: Any) -> Any:
-    return (value == func.trunc(value)) & (func.abs(value) < literal_column("1e15"))
 
 
 def _cursor_value(expr: Any) -> Any:

@@ -24,7 +24,6 @@ from typing import Any
 
 import orjson
 from graphql import (
-    ArgumentNode,
     DocumentNode,
     ExecutionResult,
     FieldNode,
@@ -170,12 +169,12 @@ async def answer(ec: Any) -> Answer | None:
     coerced = get_variable_values(ec.schema._schema, operation.variable_definitions or (), raw)
     if not isinstance(coerced, VariableValues):
         raise NotPlannable("bad variables")
-    shape = _shape(plan, raw, coerced) if plan.bindable is not None else None
-    statement = plan.statements.get(shape) if shape is not None else None
+    key = _key(plan, raw, coerced)
+    statement = plan.statements.get(key)
     if statement is None:
-        statement = await _compile(ec, plan, operation, coerced, services.db.engine.dialect)
+        key, statement = await _compile(ec, plan, operation, coerced, services.db.engine.dialect)
     else:
-        plan.statements.move_to_end(shape)
+        plan.statements.move_to_end(key)
     if isinstance(statement, str):
         raise NotPlannable(statement)
     principal = context.principal
@@ -198,7 +197,7 @@ async def answer(ec: Any) -> Answer | None:
         if statement.guarded:
             *row, holds = row
             if not holds:
-                plan.statements.pop(_shape(plan, raw, coerced), None)
+                plan.statements.pop(key, None)
                 raise NotPlannable("a plan gone stale (the rows it was compiled for changed)")
         for key, text in zip(statement.keys, row, strict=True):
             if text is not None and MISSING_TEXT in text:
@@ -218,8 +217,10 @@ def _rest(document: DocumentNode, operation: OperationDefinitionNode, unplanned:
     return dataclasses.replace(document, definitions=tuple(narrowed if d is operation else d for d in document.definitions))
 
 
-async def _compile(ec: Any, plan: _Plan, operation: Any, coerced: VariableValues, dialect: Dialect) -> Statement | str:
-    """Compiles the operation for these variables and keeps the outcome under their shape."""
+async def _compile(ec: Any, plan: _Plan, operation: Any, coerced: VariableValues, dialect: Dialect
+                   ) -> tuple[Any, Statement | str]:
+    """Compiles the operation for these variables and keeps the outcome (and returns it) under
+    their key."""
     document = ec.graphql_document
     fragments = {d.name.value: FragmentDetails(d) for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
     raw = ec.variables or {}
@@ -238,14 +239,18 @@ async def _compile(ec: Any, plan: _Plan, operation: Any, coerced: VariableValues
         statement = str(refusal)
     except (ServiceError, GraphQLError):
         statement = "bad input"
-    if plan.bindable is not None:
-        key = _shape(plan, raw, coerced)
-    else:
-        key = ("unshaped", _json(raw))
+    key = _key(plan, raw, coerced)
     plan.statements[key] = statement
     if len(plan.statements) > STATEMENTS_PER_PLAN:
         plan.statements.popitem(last=False)
-    return statement
+    return key, statement
+
+
+def _key(plan: _Plan, raw: dict[str, Any], coerced: VariableValues) -> Any:
+    """Where a plan keeps what it compiled for these variables: under their shape once a
+    statement compiled (see `_shape`), before that under the variables themselves (a refusal
+    may owe to any value)."""
+    return _shape(plan, raw, coerced) if plan.bindable is not None else ("unshaped", _json(raw))
 
 
 def _statement(compiled: Compiled, dialect: Dialect, document: DocumentNode, operation: OperationDefinitionNode) -> Statement:
